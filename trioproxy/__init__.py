@@ -1,0 +1,73 @@
+"""trioproxy: an LLM API proxy daemon on Trio.
+
+Clients speak the OpenAI Chat Completions API; trioproxy checks their proxy key, routes the model
+to an upstream (Anthropic Messages, OpenAI Responses, any OpenAI-compatible chat API, or the
+built-in `demo`), translates the request and streams the answer back, chunk by chunk.
+
+Embedding (see docs/embedding.md):
+
+    config = trioproxy.load_config("proxy.ini")
+    async with trioproxy.open_proxy(config) as proxy:
+        async for chunk in proxy.chat({"model": "demo", "messages": [...]}):
+            ...
+    # or: urls = await nursery.start(trioproxy.serve, config)
+"""
+
+from __future__ import annotations
+
+from trioproxy._version import __version__
+from trioproxy.asgi import ProxyApp
+from trioproxy.config import load_config, parse_config
+from trioproxy.config_types import ClientKey, ModelConfig, ProxyConfig, ProxySettings, UpstreamConfig
+from trioproxy.embed import Proxy, ProxyStatistics, open_proxy
+from trioproxy.errors import (
+    AuthError,
+    ClientError,
+    ConfigError,
+    PermissionDenied,
+    ProxyError,
+    RateLimited,
+    RequestTooLarge,
+    ServerShutdown,
+    UnknownModel,
+    UntranslatableRequest,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from trioproxy.server import serve
+
+__all__ = [
+    "AuthError",
+    "ClientError",
+    "ClientKey",
+    "ConfigError",
+    "ModelConfig",
+    "PermissionDenied",
+    "Proxy",
+    "ProxyApp",
+    "ProxyConfig",
+    "ProxyError",
+    "ProxySettings",
+    "ProxyStatistics",
+    "RateLimited",
+    "RequestTooLarge",
+    "ServerShutdown",
+    "UnknownModel",
+    "UntranslatableRequest",
+    "UpstreamConnectionError",
+    "UpstreamConfig",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamStatusError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "__version__",
+    "load_config",
+    "open_proxy",
+    "parse_config",
+    "serve",
+]

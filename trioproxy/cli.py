@@ -1,0 +1,158 @@
+"""The `trioproxy` command: run the daemon, or `--check` a configuration.
+
+Stage: the outermost edge. Reads proxy.ini and the environment, sets up logging, turns SIGTERM and
+SIGINT into a graceful shutdown and SIGHUP into a config reload, and returns an exit code:
+0 after a clean shutdown or a good `--check`, 1 for a bad configuration, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from trioproxy._version import __version__
+from trioproxy.config import describe, is_loopback, load_config
+from trioproxy.errors import ConfigError
+from trioproxy.logs import configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from trioproxy.config_types import ProxyConfig
+
+__all__ = ["main"]
+
+logger = logging.getLogger("trioproxy")
+
+_UNSET = object()  # CLI flags override the file only when actually given (STYLE.md §8)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trioproxy",
+        description="An LLM API proxy: OpenAI Chat Completions in; Anthropic, OpenAI Responses, "
+        "OpenAI-compatible or demo upstreams out.",
+    )
+    parser.add_argument(
+        "--config", default="proxy.ini", help="path to proxy.ini (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--listen", default=_UNSET, metavar="HOST:PORT", help="override [proxy] listen"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_UNSET,
+        choices=["debug", "info", "warning", "error"],
+        help="override [proxy] log_level",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config, print what would be served, exit"
+    )
+    parser.add_argument("--version", action="version", version=f"trioproxy {__version__}")
+    return parser
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:8003), got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def apply_overrides(config: ProxyConfig, listen: object, log_level: object) -> ProxyConfig:
+    proxy = config.proxy
+    if isinstance(listen, str):
+        host, port = _split_listen(listen)
+        if not proxy.keys and not is_loopback(host):
+            raise ConfigError(
+                f"refusing to listen on {host} without api_keys: anyone who can reach it could "
+                "spend your upstream keys; set api_keys in [proxy] or listen on 127.0.0.1"
+            )
+        proxy = dataclasses.replace(proxy, listen_host=host, listen_port=port)
+    if isinstance(log_level, str):
+        proxy = dataclasses.replace(proxy, log_level=log_level)
+    return dataclasses.replace(config, proxy=proxy)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = apply_overrides(load_config(args.config), args.listen, args.log_level)
+    except ConfigError as exc:
+        print(f"trioproxy: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trioproxy: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(describe(config))
+        for warning in config.warnings:
+            print(f"warning: {warning}")
+        return 0
+    configure_logging(config.proxy.log_level, config.proxy.log_format)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    try:
+        trio.run(_run, config, args)
+    except OSError as exc:  # e.g. the port is taken
+        logger.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
+    from trioproxy.asgi import ProxyApp
+    from trioproxy.server import serve
+    from trioproxy.upstream import HTTPClient
+
+    stop = trio.Event()
+    http = HTTPClient()
+    app = ProxyApp(config, http)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_signals() -> None:
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            _reload(app, args)
+                        else:
+                            logger.info("received %s", signal.Signals(signum).name)
+                            stop.set()
+
+                nursery.start_soon(on_signals)
+                await serve(config, app=app, shutdown_trigger=stop.wait)
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await http.aclose()
+
+
+def _reload(app: object, args: argparse.Namespace) -> None:
+    from trioproxy.asgi import ProxyApp
+
+    assert isinstance(app, ProxyApp)
+    try:
+        new = apply_overrides(load_config(args.config), args.listen, args.log_level)
+    except (ConfigError, OSError) as exc:
+        logger.error("reload refused, keeping the running config: %s", exc)
+        return
+    old = app.config.proxy
+    if (new.proxy.listen_host, new.proxy.listen_port) != (old.listen_host, old.listen_port):
+        logger.warning("reload: a new listen address takes effect only after a restart")
+    app.load(new)
+    for warning in new.warnings:
+        logger.warning("%s", warning)
+    logger.info(
+        "reloaded %s: %d models, %d upstreams", args.config, len(new.models), len(new.upstreams)
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

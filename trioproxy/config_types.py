@@ -1,0 +1,113 @@
+"""The parsed configuration: a tree of frozen dataclasses with typed defaults.
+
+Stage: configuration (pure). `config.parse_config(text, environ)` builds a `ProxyConfig` from
+proxy.ini; embedders may also build one directly. Secrets carry `repr=False` so that no log line,
+traceback or `repr()` shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trioproxy.translate.base import ModelDefaults
+
+__all__ = [
+    "UPSTREAM_TYPES",
+    "ClientKey",
+    "ModelConfig",
+    "ProxyConfig",
+    "ProxySettings",
+    "UpstreamConfig",
+]
+
+UPSTREAM_TYPES = ("anthropic", "openai-responses", "openai-chat", "demo")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """One proxy key a client may present. `name` goes to logs and metrics, never `key`."""
+
+    name: str
+    key: str = field(repr=False)
+    models: tuple[str, ...] = ()  # fnmatch patterns the key may use; empty = every model
+    max_concurrent: int | None = None  # requests in flight at once
+    rpm: float | None = None  # requests per minute (token bucket, burst = rpm)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """The `[proxy]` section."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8003
+    keys: tuple[ClientKey, ...] = ()
+    keepalive_interval: float = 15.0  # seconds of silence before a ": keep-alive" comment
+    max_body_bytes: int = 10 * 1024 * 1024
+    drain_timeout: float = 10.0  # seconds open streams get to finish after SIGTERM
+    write_timeout: float = 30.0  # seconds a client may stall a write before its stream is cancelled
+    log_level: str = "info"
+    log_format: str = "text"  # text | json
+    metrics: bool = True  # serve GET /metrics
+    metrics_key: str | None = field(default=None, repr=False)  # if set, /metrics needs it
+    ws_max_in_flight: int = 8  # WebSocket requests in flight per socket
+    ws_max_message_bytes: int = 1024 * 1024
+    max_messages: int = 2048
+    max_tools: int = 256
+    max_json_depth: int = 64
+    cors_origins: tuple[str, ...] = ()  # empty: CORS off
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One `[upstream:NAME]` section."""
+
+    name: str
+    type: str  # one of UPSTREAM_TYPES
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    # Why the upstream is disabled ("ANTHROPIC_API_KEY is not set"), or "" when it is enabled.
+    disabled_reason: str = ""
+    connect_timeout: float = 10.0  # seconds
+    first_byte_timeout: float | None = None  # seconds until the response head; None: read_timeout
+    read_timeout: float = 600.0  # longest silence between bytes from upstream
+    total_timeout: float | None = None  # seconds for the whole request, None: no limit
+    max_retries: int = 2  # retries before the first byte (then the next upstream)
+    retry_max_wait: float = 30.0  # total seconds of backoff one request may spend
+    verify_tls: bool = True
+    ca_file: str | None = None
+    # None: HTTPS_PROXY / NO_PROXY from the environment. Not in repr: it may hold user:password@.
+    https_proxy: str | None = field(default=None, repr=False)
+    max_idle_connections: int = 16
+    idle_expiry: float = 60.0  # seconds an idle pooled connection is kept
+    anthropic_version: str = "2023-06-01"
+    anthropic_beta: tuple[str, ...] = ()
+    # Static headers sent on every request (names lower-case). Not in repr: a gateway token may
+    # travel in one.
+    extra_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    demo_delay: float = 0.02  # seconds between demo deltas
+
+    @property
+    def enabled(self) -> bool:
+        return not self.disabled_reason
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One `[model:NAME]` section. NAME may be an fnmatch pattern (`gpt-*`)."""
+
+    name: str
+    upstreams: tuple[str, ...]  # tried in order (failover before the first byte)
+    upstream_model: str | None = None  # None: the client's model name
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.name for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
+    models: tuple[ModelConfig, ...] = ()
+    warnings: tuple[str, ...] = ()  # said once at start-up (e.g. an upstream disabled)

@@ -1,0 +1,67 @@
+"""Per-key limits: requests per minute (a token bucket) and requests in flight.
+
+Stage: right after auth, before the body is parsed. Pure: the caller passes the clock reading.
+
+A key with `rpm = R` holds a bucket of R tokens that refills at R per minute; each request takes
+one. A key with `max_concurrent = C` may have C requests in flight. Over either limit the request
+gets 429 `rate_limit_exceeded` with `retry-after` (seconds, rounded up), which the OpenAI and
+Anthropic SDKs honour before their automatic retry (CLIENT_EXPECTATIONS.md §1.4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trioproxy.errors import RateLimited
+
+if TYPE_CHECKING:
+    from trioproxy.config_types import ClientKey
+
+__all__ = ["KeyLimiter"]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float  # clock reading, seconds
+
+
+class KeyLimiter:
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def in_flight(self, key: ClientKey) -> int:
+        return self._in_flight.get(key.name, 0)
+
+    def acquire(self, key: ClientKey, now: float) -> None:
+        """Admit one request for `key` or raise `RateLimited`; pair with `release`."""
+        if key.max_concurrent is not None and self.in_flight(key) >= key.max_concurrent:
+            raise RateLimited(
+                f"too many requests in flight for this key (max_concurrent = "
+                f"{key.max_concurrent}); wait for one to finish",
+                headers=(("retry-after", "1"),),
+            )
+        if key.rpm is not None:
+            per_second = key.rpm / 60.0
+            bucket = self._buckets.setdefault(key.name, _Bucket(tokens=key.rpm, updated=now))
+            bucket.tokens = min(key.rpm, bucket.tokens + (now - bucket.updated) * per_second)
+            bucket.updated = now
+            if bucket.tokens < 1.0:
+                wait = math.ceil((1.0 - bucket.tokens) / per_second)
+                raise RateLimited(
+                    f"rate limit of {key.rpm:g} requests per minute reached for this key; "
+                    f"retry in {wait}s",
+                    headers=(("retry-after", str(wait)),),
+                )
+            bucket.tokens -= 1.0
+        self._in_flight[key.name] = self.in_flight(key) + 1
+
+    def release(self, key: ClientKey) -> None:
+        left = self.in_flight(key) - 1
+        if left > 0:
+            self._in_flight[key.name] = left
+        else:
+            self._in_flight.pop(key.name, None)

@@ -1,0 +1,181 @@
+"""The server: hypercorn's HTTP/1.1 + WebSocket protocol on trio, run by our own accept loop.
+
+Stage: the outermost IO edge. `serve(config)` binds, reports its URLs through `task_status`, serves
+until its shutdown trigger fires (or its scope is cancelled), then shuts down gracefully.
+
+Why our own loop instead of `hypercorn.trio.serve` (hypercorn is pinned to 0.18.0 for this):
+- hypercorn#225: one malformed WebSocket upgrade (stray bytes after the headers) raises out of a
+  connection handler into the shared handler nursery and takes the whole server down. Each
+  connection here runs under `_GuardedTCPServer.run`, which contains the failure to that connection.
+- hypercorn's `protocol_send` shields `send_all` with no deadline, so a client that stops reading
+  pins its stream, and shutdown, forever. Ours gives every write `write_timeout` seconds; past that
+  the connection is closed, the app sees `http.disconnect`, and the stream's pump cancels upstream.
+- Graceful shutdown in our order: stop accepting, let requests in flight finish for
+  `drain_timeout`, then end the rest with a `server_shutdown` error chunk (not a cut connection).
+- No lifespan round-trip is needed: we own the app (a lifespan app that returns early crashes
+  hypercorn's trio worker; `ProxyApp` answers lifespan properly for people who run hypercorn).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+from trioproxy.asgi import ProxyApp
+from trioproxy.upstream import HTTPClient
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from hypercorn.events import Event
+
+    from trioproxy.config_types import ProxyConfig
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("trioproxy")
+
+# Seconds that streams still get after `drain_timeout` to write their shutdown error chunk.
+SHUTDOWN_GRACE = 2.0
+
+
+class _GuardedTCPServer(TCPServer):
+    """hypercorn's per-connection server with the two guards described in the module docstring."""
+
+    write_timeout: float = 30.0
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except Exception:  # the guard for hypercorn#225: one bad connection, not the daemon
+            logger.warning("a client connection failed inside hypercorn; closed it", exc_info=True)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        broken = False
+        async with self.send_lock:
+            try:
+                # Shielded like hypercorn's own (a cancelled send_all leaves the stream in an
+                # unknown state), but with a deadline: trio cancel scopes keep their own deadline
+                # even when shielded from outer cancellation.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + self.write_timeout
+                    await self.stream.send_all(event.data)
+                broken = scope.cancelled_caught
+                if broken:
+                    logger.info("client stopped reading for %.0fs; closing it", self.write_timeout)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                broken = True
+        if broken:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+                await self.protocol.handle(Closed())
+
+
+def hypercorn_config(config: ProxyConfig) -> HypercornConfig:
+    settings = config.proxy
+    hc = HypercornConfig()
+    host = settings.listen_host
+    hc.bind = [
+        f"[{host}]:{settings.listen_port}" if ":" in host else f"{host}:{settings.listen_port}"
+    ]
+    hc.graceful_timeout = settings.drain_timeout + SHUTDOWN_GRACE
+    hc.errorlog = logging.getLogger("trioproxy.hypercorn")
+    hc.accesslog = None
+    hc.keep_alive_timeout = 75  # seconds; longer than common load balancer idle timeouts (60 s)
+    hc.h11_max_incomplete_size = 64 * 1024  # request line + headers (issue 9: header size limit)
+    hc.websocket_max_message_size = settings.ws_max_message_bytes
+    hc.include_server_header = False
+    hc.websocket_ping_interval = settings.keepalive_interval  # real ping frames on /v1/ws
+    return hc
+
+
+async def serve(
+    config: ProxyConfig,
+    *,
+    app: ProxyApp | None = None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve trioproxy until `shutdown_trigger` returns or the caller's scope is cancelled.
+
+    Args:
+        config: the parsed configuration (see `load_config`).
+        app: an existing app to serve (e.g. one whose config is reloaded); made from `config`
+            otherwise, with its own upstream HTTP client that is closed when serving ends.
+        shutdown_trigger: awaited; when it returns, shut down gracefully (stop accepting, drain for
+            `drain_timeout`, then end remaining streams with a `server_shutdown` error).
+        task_status: `nursery.start` receives the bound URLs, e.g. `["http://127.0.0.1:8003"]`.
+
+    Example:
+        urls = await nursery.start(trioproxy.serve, config)
+    """
+    hc = hypercorn_config(config)
+    owned_http = None
+    if app is None:
+        owned_http = HTTPClient()
+        app = ProxyApp(config, owned_http)
+    try:
+        await _serve(app, config, hc, shutdown_trigger, task_status)
+    finally:
+        if owned_http is not None:
+            with trio.CancelScope(shield=True):
+                await owned_http.aclose()
+
+
+async def _serve(
+    app: ProxyApp,
+    config: ProxyConfig,
+    hc: HypercornConfig,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    sockets = hc.create_sockets()
+    listeners = []
+    urls = []
+    for sock in sockets.insecure_sockets:
+        sock.listen(hc.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        urls.append("http://" + repr_socket_addr(sock.family, sock.getsockname()))
+    context = WorkerContext(None)
+    server_class = type(
+        "TCPServer", (_GuardedTCPServer,), {"write_timeout": config.proxy.write_timeout}
+    )
+    handler = partial(
+        server_class, wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc, context, ConnectionState({})
+    )
+
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(
+                partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+            )
+            for url in urls:
+                logger.info("trioproxy listening on %s", url)
+            task_status.started(urls)
+            if shutdown_trigger is None:
+                await trio.sleep_forever()
+            await shutdown_trigger()
+            accepting.cancel_scope.cancel()  # stop accepting; close the listening sockets
+        drain = app.config.proxy.drain_timeout
+        logger.info("shutting down: draining open requests for up to %.0fs", drain)
+        app.shutdown.drain()
+        await context.terminated.set()  # idle keep-alive connections close now
+        with trio.move_on_after(drain):
+            await app.wait_idle()
+        app.shutdown.expire()  # what is still running ends with a server_shutdown error
+        connections.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+    logger.info("trioproxy stopped")
