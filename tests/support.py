@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
+
+from openai import ContentFilterFinishReasonError, LengthFinishReasonError
+from openai._models import construct_type
+from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 DATA = Path(__file__).parent / "data"
 PROTOCOL = DATA / "protocol"  # a copy of shared/protocol/fixtures
@@ -95,3 +100,25 @@ def assert_stream_contract(payloads: list[Any], *, include_usage: bool) -> None:
     assert all(c.get("usage") is None for c in chunks if c["choices"])
     for c in chunks:
         assert "error" not in c
+
+
+def sdk_state(chunks: list[dict[str, Any]]) -> ChatCompletionStreamState[Any]:
+    """Feed chunks to openai-python's ChatCompletionStreamState as `chat.completions.stream()`
+    does (chunks are built with `construct_type`, like `Stream._process_response_data`)."""
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for item in chunks:
+        assert "error" not in item
+        parsed = cast("ChatCompletionChunk", construct_type(type_=ChatCompletionChunk, value=item))
+        list(state.handle_chunk(parsed))
+    return state
+
+
+def sdk_final(chunks: list[dict[str, Any]]) -> Any:
+    """The SDK's final completion; for `length` / `content_filter` the one it raises with
+    (MAPPING.md H.11: `get_final_completion()` raises for those, carrying the completion)."""
+    try:
+        return sdk_state(chunks).get_final_completion()
+    except (LengthFinishReasonError, ContentFilterFinishReasonError) as exc:
+        completion = exc.completion
+    assert completion is not None
+    return completion

@@ -72,7 +72,7 @@ def _start_daemon(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[byt
         [sys.executable, "-m", "trioproxy", "--config", str(path)],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
@@ -84,7 +84,8 @@ def _start_daemon(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[byt
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise AssertionError(f"daemon did not start: {proc.communicate()[1].decode()}")
+    _, err = proc.communicate()
+    raise AssertionError(f"daemon did not start: {err.decode()}")
 
 
 def test_daemon_exits_0_on_sigterm_and_ends_open_streams_with_an_error_chunk(
@@ -105,18 +106,20 @@ def test_daemon_exits_0_on_sigterm_and_ends_open_streams_with_an_error_chunk(
         received = first
         while chunk := sock.recv(65536):
             received += chunk
-    assert proc.wait(timeout=15) == 0
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
     assert time.monotonic() - sent_at < 1 + 5  # drain_timeout plus a margin
     assert b'"code":"server_shutdown"' in received
     assert b"[DONE]" not in received
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    stderr = err.decode()
     assert "Traceback" not in stderr
 
 
 def test_daemon_exits_0_on_sigint_when_idle(tmp_path: Path) -> None:
     proc, _ = _start_daemon(tmp_path)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=15) == 0
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    stderr = err.decode()
     assert "Traceback" not in stderr
     assert "stopped" in stderr

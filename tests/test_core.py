@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from openai.lib.streaming.chat._completions import ChatCompletionStreamState
 
 from tests.conftest import DEMO_INI, config_from
+from tests.support import sdk_final
 from trioproxy import framing
 from trioproxy.auth import ANONYMOUS, Authenticator, key_from_headers
 from trioproxy.config_types import ClientKey
@@ -111,15 +111,8 @@ def test_limiter_rate_and_concurrency() -> None:
     limiter.release(key)
     with pytest.raises(RateLimited) as info:
         limiter.acquire(key, 1.0)  # bucket empty: one token per 20 s
-    assert dict(info.value.headers)["retry-after"] == "20"
+    assert dict(info.value.headers)["retry-after"] == "19"  # 0.95 tokens short at 1/20 s
     limiter.acquire(key, 21.0)
-
-
-def _state_final(chunks: list[dict[str, object]]) -> object:
-    state = ChatCompletionStreamState()
-    for item in chunks:
-        state.handle_chunk(item)  # type: ignore[arg-type]
-    return state.get_final_completion()
 
 
 def test_demo_reply_is_deterministic_and_accumulates_in_the_openai_sdk() -> None:
@@ -127,7 +120,7 @@ def test_demo_reply_is_deterministic_and_accumulates_in_the_openai_sdk() -> None
     chunks = [c for batch in DemoReply(body, META).chunks() for c in batch]
     again = [c for batch in DemoReply(body, META).chunks() for c in batch]
     assert chunks == again
-    final = _state_final(chunks)
+    final = sdk_final(chunks)
     assert final.choices[0].message.content == f"You said: ping\n\n{PASSAGE}"  # type: ignore[attr-defined]
     assert final.usage.completion_tokens == len(final.choices[0].message.content.split())  # type: ignore[attr-defined]
 
@@ -149,7 +142,7 @@ def test_demo_stop_sequence_and_forced_tool_and_reasoning() -> None:
         "reasoning_effort": "low",
     }
     chunks = [c for b in DemoReply(tool_body, META).chunks() for c in b]
-    final = _state_final(chunks)
+    final = sdk_final(chunks)
     message = final.choices[0].message  # type: ignore[attr-defined]
     assert final.choices[0].finish_reason == "tool_calls"  # type: ignore[attr-defined]
     assert message.tool_calls[0].function.name == "get_weather"

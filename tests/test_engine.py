@@ -27,6 +27,12 @@ CLOSE_WITHIN = 0.1
 
 
 def anthropic_ini(*urls: str, extra: str = "", keepalive: float = 15) -> str:
+    settings = {"max_retries": "2", "retry_max_wait": "5"}
+    for line in extra.splitlines():  # `extra` overrides the defaults above, key by key
+        if line.strip():
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    upstream_settings = "".join(f"{k} = {v}\n" for k, v in settings.items())
     sections = [f"[proxy]\nlisten = 127.0.0.1:0\nkeepalive_interval = {keepalive}\n"]
     names = []
     for i, url in enumerate(urls):
@@ -34,7 +40,7 @@ def anthropic_ini(*urls: str, extra: str = "", keepalive: float = 15) -> str:
         names.append(name)
         sections.append(
             f"[upstream:{name}]\ntype = anthropic\nbase_url = {url}\napi_key = sk-ant-test-{i}\n"
-            f"max_retries = 2\nretry_max_wait = 5\n{extra}"
+            + upstream_settings
         )
     sections.append(f"[model:claude]\nupstream = {', '.join(names)}\nupstream_model = claude-x\n")
     return "\n".join(sections)

@@ -5,17 +5,14 @@ own stream accumulator as the compatibility check; and a fuzz property."""
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai import ContentFilterFinishReasonError, LengthFinishReasonError
-from openai._models import construct_type
-from openai.lib.streaming.chat._completions import ChatCompletionStreamState
-from openai.types.chat import ChatCompletionChunk
 
-from tests.support import DATA, PROTOCOL, feed_in_pieces, sse_payloads
+from tests.support import DATA, PROTOCOL, feed_in_pieces, sdk_state, sse_payloads
 from trioproxy.errors import ProxyError, UpstreamProtocolError, UpstreamStatusError
 from trioproxy.framing import error_body
 from trioproxy.sse import SSEDecoder, SSEEvent
@@ -221,17 +218,6 @@ def test_protocol_error_event_raises_with_the_error_type_status() -> None:
 
 
 # --- the openai SDK's stream accumulator as the compatibility proof --------------------------
-
-
-def sdk_state(chunks: list[dict[str, Any]]) -> ChatCompletionStreamState:
-    """Feed chunks to openai-python's ChatCompletionStreamState as `chat.completions.stream()`
-    does (chunks are built with `construct_type`, like `Stream._process_response_data`)."""
-    state = ChatCompletionStreamState()
-    for item in chunks:
-        assert "error" not in item
-        parsed = cast("ChatCompletionChunk", construct_type(type_=ChatCompletionChunk, value=item))
-        list(state.handle_chunk(parsed))
-    return state
 
 
 def test_sdk_accumulates_text_and_usage() -> None:

@@ -7,17 +7,14 @@ own stream accumulator as the compatibility check; and a fuzz property.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai import ContentFilterFinishReasonError, LengthFinishReasonError
-from openai._models import construct_type
-from openai.lib.streaming.chat._completions import ChatCompletionStreamState
-from openai.types.chat import ChatCompletionChunk
 
-from tests.support import DATA, PROTOCOL, feed_in_pieces, sse_payloads
+from tests.support import DATA, PROTOCOL, feed_in_pieces, sdk_final, sdk_state, sse_payloads
 from trioproxy.errors import ProxyError, UpstreamProtocolError, UpstreamStatusError
 from trioproxy.framing import error_body
 from trioproxy.sse import SSEDecoder, SSEEvent
@@ -82,27 +79,6 @@ def expected(directory: Path, name: str) -> list[dict[str, Any]]:
 
 def expected_name(name: str) -> str:
     return name.removesuffix("_crlf")
-
-
-def sdk_state(chunks: list[dict[str, Any]]) -> ChatCompletionStreamState[Any]:
-    """Feed chunks to openai-python's ChatCompletionStreamState as `chat.completions.stream()`
-    does (chunks are built with `construct_type`, like `Stream._process_response_data`)."""
-    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
-    for item in chunks:
-        parsed = cast("ChatCompletionChunk", construct_type(type_=ChatCompletionChunk, value=item))
-        list(state.handle_chunk(parsed))
-    return state
-
-
-def sdk_final(chunks: list[dict[str, Any]]) -> Any:
-    """The SDK's final completion; for `length` / `content_filter` the one it raises with (H.11:
-    `get_final_completion()` raises for those, carrying the accumulated completion)."""
-    try:
-        return sdk_state(chunks).get_final_completion()
-    except (LengthFinishReasonError, ContentFilterFinishReasonError) as exc:
-        completion = exc.completion
-    assert completion is not None
-    return completion
 
 
 def assert_chunk_contract(chunks: list[dict[str, Any]], *, include_usage: bool) -> None:

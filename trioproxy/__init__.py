@@ -18,7 +18,13 @@ from __future__ import annotations
 from trioproxy._version import __version__
 from trioproxy.asgi import ProxyApp
 from trioproxy.config import load_config, parse_config
-from trioproxy.config_types import ClientKey, ModelConfig, ProxyConfig, ProxySettings, UpstreamConfig
+from trioproxy.config_types import (
+    ClientKey,
+    ModelConfig,
+    ProxyConfig,
+    ProxySettings,
+    UpstreamConfig,
+)
 from trioproxy.embed import Proxy, ProxyStatistics, open_proxy
 from trioproxy.errors import (
     AuthError,
@@ -58,8 +64,8 @@ __all__ = [
     "ServerShutdown",
     "UnknownModel",
     "UntranslatableRequest",
-    "UpstreamConnectionError",
     "UpstreamConfig",
+    "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamStatusError",

@@ -186,14 +186,19 @@ class ProxyApp:
             return
         presented = key_from_headers(headers) or ""
         digest = hashlib.sha256
-        if not hmac.compare_digest(digest(presented.encode()).digest(), digest(expected.encode()).digest()):
+        if not hmac.compare_digest(
+            digest(presented.encode()).digest(), digest(expected.encode()).digest()
+        ):
             raise AuthError("GET /metrics needs the metrics_key as 'Authorization: Bearer KEY'")
 
     def render_metrics(self) -> str:
         return self.metrics.render(
             {
                 "trioproxy_active_streams": ("SSE streams being served.", self.active_streams),
-                "trioproxy_in_flight": ("Chat requests and WebSockets being served.", self._in_flight),
+                "trioproxy_in_flight": (
+                    "Chat requests and WebSockets being served.",
+                    self._in_flight,
+                ),
             }
         )
 

@@ -131,7 +131,7 @@ class UntranslatableRequest(ClientError):
 class UpstreamError(ProxyError):
     status_hint = 502
     error_type_hint = "api_error"
-    code_hint = "upstream_error"
+    code_hint: ClassVar[str | None] = "upstream_error"
 
     @property
     def retryable(self) -> bool:

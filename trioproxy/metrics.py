@@ -85,7 +85,7 @@ class Metrics:
         self._counters: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
         self._help = {
-            "trioproxy_requests_total": "Requests finished, by model, upstream, outcome and status.",
+            "trioproxy_requests_total": "Requests finished, by model, upstream, key, outcome, status.",
             "trioproxy_tokens_total": "Tokens reported by upstreams, by model and direction.",
             "trioproxy_upstream_retries_total": "Retries before the first byte, by upstream.",
             "trioproxy_upstream_errors_total": "Requests that ended in an upstream error, by code.",
@@ -114,7 +114,9 @@ class Metrics:
             ),
         )
         if sample.input_tokens:
-            self._inc("trioproxy_tokens_total", (*model, ("direction", "input")), sample.input_tokens)
+            self._inc(
+                "trioproxy_tokens_total", (*model, ("direction", "input")), sample.input_tokens
+            )
         if sample.output_tokens:
             self._inc(
                 "trioproxy_tokens_total", (*model, ("direction", "output")), sample.output_tokens
@@ -135,11 +137,15 @@ class Metrics:
             "trioproxy_request_duration_seconds", stream, DURATION_BUCKETS, sample.duration
         )
 
-    def render(self, gauges: Mapping[str, tuple[str, float]] = {}) -> str:  # noqa: B006 - read-only
+    def render(self, gauges: Mapping[str, tuple[str, float]] = {}) -> str:
         """The exposition text. `gauges` maps a name to (help, value) read at render time."""
         lines: list[str] = []
         for name, (help_text, value) in gauges.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+            lines += [
+                f"# HELP {name} {help_text}",
+                f"# TYPE {name} gauge",
+                f"{name} {_number(value)}",
+            ]
         for name, series in sorted(self._counters.items()):
             lines += [f"# HELP {name} {self._help.get(name, name)}", f"# TYPE {name} counter"]
             lines += [f"{name}{_labels(labels)} {_number(v)}" for labels, v in series.items()]

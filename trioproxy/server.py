@@ -27,7 +27,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from trioproxy.asgi import ProxyApp
@@ -154,9 +153,9 @@ async def _serve(
     server_class = type(
         "TCPServer", (_GuardedTCPServer,), {"write_timeout": config.proxy.write_timeout}
     )
-    handler = partial(
-        server_class, wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc, context, ConnectionState({})
-    )
+    # ProxyApp is a plain ASGI 3 callable; hypercorn's TypedDict-based alias is stricter than ASGI.
+    asgi_app = wrap_app(app, hc.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    handler = partial(server_class, asgi_app, hc, context, ConnectionState({}))
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
