@@ -101,10 +101,7 @@ class ProxyApp:
         self.config = config
         self.engine = Engine(config, self.http)
         self.auth = Authenticator(config.proxy.keys)
-        self.limits = RequestLimits(
-            max_messages=config.proxy.max_messages,
-            max_tools=config.proxy.max_tools,
-        )
+        self.limits = RequestLimits.from_settings(config.proxy)
 
     async def wait_idle(self) -> None:
         """Return once no chat request or WebSocket is being served (used to drain on shutdown)."""

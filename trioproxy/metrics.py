@@ -85,7 +85,7 @@ class Metrics:
         self._counters: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
         self._help = {
-            "trioproxy_requests_total": "Requests finished, by model, upstream, key, outcome, status.",
+            "trioproxy_requests_total": "Requests finished, by model/upstream/key/outcome/status.",
             "trioproxy_tokens_total": "Tokens reported by upstreams, by model and direction.",
             "trioproxy_upstream_retries_total": "Retries before the first byte, by upstream.",
             "trioproxy_upstream_errors_total": "Requests that ended in an upstream error, by code.",
