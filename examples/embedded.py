@@ -17,7 +17,7 @@ import trio
 
 import trioproxy
 
-CONFIG = {
+CONFIG: dict[str, dict[str, object]] = {
     "proxy": {"listen": "127.0.0.1:0"},  # port 0: any free port; see proxy.url
     "upstream:demo": {"type": "demo", "demo_delay": 0.001},
     "model:demo": {"upstream": "demo"},
@@ -50,9 +50,7 @@ async def main() -> None:
         print(f"chat(): {''.join(parts)}")
 
         body = {"model": "demo", "messages": [{"role": "user", "content": "hello over HTTP"}]}
-        answer = await trio.to_thread.run_sync(
-            post_json, proxy.url + "/v1/chat/completions", body
-        )
+        answer = await trio.to_thread.run_sync(post_json, proxy.url + "/v1/chat/completions", body)
         print(f"HTTP: {answer['choices'][0]['message']['content']}")
 
         try:

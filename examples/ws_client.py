@@ -63,11 +63,11 @@ async def cancel_one(ws: WebSocketConnection) -> str:
                 await ws.send_message(json.dumps({"type": "cancel", "id": "r2"}))
         else:
             # "cancelled", or "done" if the whole answer was sent before the cancel arrived.
-            return f"{message['type']} after {chunks} chunk(s)"
+            return f"{message['type']} ({chunks} chunk(s) arrived first)"
 
 
 async def main(url: str, key: str | None) -> None:
-    headers = [("Authorization", f"Bearer {key}")] if key else None
+    headers = [(b"authorization", f"Bearer {key}".encode())] if key else None
     async with open_websocket_url(url, subprotocols=["trioproxy.v1"], extra_headers=headers) as ws:
         text = await stream_one(ws)
         print(f"r1: {text}")

@@ -49,13 +49,11 @@ async def test_ws_client_example_streams_one_request_and_cancels_another() -> No
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(partial(serve, config_from(ini)))
         ws_url = urls[0].replace("http://", "ws://") + "/v1/ws"
-        result = await trio.to_thread.run_sync(
-            run_example, str(EXAMPLES / "ws_client.py"), ws_url
-        )
+        result = await trio.to_thread.run_sync(run_example, str(EXAMPLES / "ws_client.py"), ws_url)
         nursery.cancel_scope.cancel()
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"r1: {GREETING}hello over a WebSocket"
     assert "trioproxy demo upstream" in result.stdout
-    assert lines[-1] == "r2: cancelled after 1 chunk(s)"
+    assert lines[-1].startswith("r2: cancelled (")
