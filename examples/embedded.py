@@ -58,7 +58,7 @@ async def main() -> None:
         except trioproxy.ProxyError as exc:
             print(f"error: {type(exc).__name__} {exc.status} {exc.code}")
 
-        stats = proxy.statistics()
+        stats = proxy.statistics()  # counts land as each request's bookkeeping ends
         print(f"requests finished: {stats.requests}")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -110,4 +111,57 @@ async def test_garbage_request_line_gets_400_and_the_daemon_keeps_serving(demo_u
     health = await trio.to_thread.run_sync(
         _raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
+    assert health.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_client_that_stops_reading_is_cancelled_after_the_write_deadline() -> None:
+    from trioproxy.asgi import ProxyApp
+    from trioproxy.proxy import Outcome
+    from trioproxy.upstream import HTTPClient
+
+    ini = DEMO_INI.replace("[proxy]", "[proxy]\nwrite_timeout = 0.5")
+    config = config_from(ini)
+    ended = trio.Event()
+    outcomes = []
+    http = HTTPClient()
+    try:
+        app = ProxyApp(config, http)
+
+        def on_finish(record: object) -> None:
+            if record.model == "demo":  # type: ignore[attr-defined]
+                outcomes.append(record.outcome)  # type: ignore[attr-defined]
+                ended.set()
+
+        app.on_finish.append(on_finish)
+        async with trio.open_nursery() as nursery:
+            url = (await nursery.start(partial(serve, config, app=app)))[0]
+            port = int(url.rsplit(":", 1)[1])
+            # "You said: x x x ..." streams one chunk per word: tens of MB, more than the socket
+            # buffers hold, to a client that never reads.
+            body = json.dumps(
+                {
+                    "model": "demo",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x " * 300_000}],
+                }
+            ).encode()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                with trio.fail_after(30):
+                    await ended.wait()
+                health = await trio.to_thread.run_sync(
+                    _raw_exchange,
+                    port,
+                    b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            nursery.cancel_scope.cancel()
+    finally:
+        await http.aclose()
+    assert outcomes == [Outcome.CLIENT_CANCELLED]
     assert health.startswith(b"HTTP/1.1 200")
