@@ -81,7 +81,11 @@ def _stream_start(model: str) -> bytes:
 _DELTA = _chunk(
     _event(
         "content_block_delta",
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " word"}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": " word"},
+        },
     )
 )
 
@@ -105,9 +109,11 @@ def _stream_end(chunks: int) -> bytes:
 def _json_response(status: int, payload: object) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
     reason = b"OK" if status == 200 else b"Not Found"
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (status, reason, len(body), body)
+    return b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        status,
+        reason,
+        len(body),
+        body,
     )
 
 

@@ -148,10 +148,12 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
         record = RequestRecord(request_id=self._request_id(headers), started=trio.current_time())
-        reply = _Reply(send, record)
+        reply = _Reply(send, record, self._cors_headers(headers))
         method, path = scope["method"], scope["path"]
         try:
-            if path == "/health":
+            if method == "OPTIONS" and reply.cors:
+                await reply.preflight()  # CORS preflight (Fetch standard, "CORS protocol")
+            elif path == "/health":
                 self._require(method, "GET")
                 await reply.json(200, self.health())
             elif path == "/metrics" and self.config.proxy.metrics:
@@ -176,6 +178,20 @@ class ProxyApp:
             await reply.error(exc)
         finally:
             self.finish_request(record)
+
+    def _cors_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """CORS response headers when the request's Origin is allowed (`cors_origins`), else []."""
+        allowed = self.config.proxy.cors_origins
+        if not allowed:
+            return []
+        origin = next((v for k, v in headers if k == b"origin"), None)
+        if origin is None or ("*" not in allowed and origin.decode("latin-1") not in allowed):
+            return []
+        return [
+            (b"access-control-allow-origin", origin),
+            (b"vary", b"origin"),
+            (b"access-control-expose-headers", b"x-request-id, retry-after"),
+        ]
 
     def _check_metrics_key(self, headers: list[tuple[bytes, bytes]]) -> None:
         expected = self.config.proxy.metrics_key
@@ -452,13 +468,29 @@ async def _keepalive(writer: _SSEWriter, interval: float) -> None:
 class _Reply:
     """Plain responses, with the request id on every one."""
 
-    def __init__(self, send: Send, record: RequestRecord) -> None:
+    def __init__(self, send: Send, record: RequestRecord, cors: list[tuple[bytes, bytes]]) -> None:
         self._send = send
         self.record = record
+        self.cors = cors
         self.status = 0
 
     def headers(self, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-        return [(b"x-request-id", self.record.request_id.encode("latin-1")), *extra]
+        request_id = (b"x-request-id", self.record.request_id.encode("latin-1"))
+        return [request_id, *self.cors, *extra]
+
+    async def preflight(self) -> None:
+        await self.start(
+            204,
+            self.headers(
+                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (
+                    b"access-control-allow-headers",
+                    b"authorization, content-type, x-api-key, x-request-id",
+                ),
+                (b"access-control-max-age", b"600"),
+            ),
+        )
+        await self.body(b"", more=False)
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
