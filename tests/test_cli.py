@@ -123,3 +123,34 @@ def test_daemon_exits_0_on_sigint_when_idle(tmp_path: Path) -> None:
     stderr = err.decode()
     assert "Traceback" not in stderr
     assert "stopped" in stderr
+
+
+def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
+    port = _free_port()
+    path = tmp_path / "proxy.ini"
+    path.write_text(
+        f"[proxy]\nlisten = 127.0.0.1:{port}\n\n"
+        "[upstream:demo]\ntype = demo\n\n[model:demo]\nupstream = demo\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trioproxy", "--config", str(path), "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        served = 0
+        while served < 5 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    served += resp.status == 200
+            except OSError:
+                time.sleep(0.05)
+        assert served == 5
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()

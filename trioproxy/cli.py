@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import signal
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check", action="store_true", help="validate the config, print what would be served, exit"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve with N processes sharing the port (SO_REUSEPORT), to use every core",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"trioproxy {__version__}")
     return parser
 
@@ -95,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in config.warnings:
             print(f"warning: {warning}")
         return 0
+    if args.workers > 1:
+        return _supervise(args, config)
     configure_logging(config.proxy.log_level, config.proxy.log_format)
     for warning in config.warnings:
         logger.warning("%s", warning)
@@ -127,11 +138,41 @@ async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
                             stop.set()
 
                 nursery.start_soon(on_signals)
-                await serve(config, app=app, shutdown_trigger=stop.wait)
+                await serve(
+                    config, app=app, shutdown_trigger=stop.wait, reuse_port=args.reuse_port
+                )
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await http.aclose()
+
+
+def _supervise(args: argparse.Namespace, config: ProxyConfig) -> int:
+    """Run `args.workers` daemon processes on one port and pass signals on to them.
+
+    Each worker is a whole trioproxy (its own trio loop, pool, limits and metrics: per-key limits
+    and /metrics are per worker). SIGTERM / SIGINT / SIGHUP reach every worker; the exit code is
+    0 when every worker exited 0.
+    """
+    if config.proxy.listen_port == 0:
+        print("trioproxy: --workers needs a fixed port, not 0", file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "trioproxy", "--config", args.config, "--reuse-port"]
+    if isinstance(args.listen, str):
+        argv += ["--listen", args.listen]
+    if isinstance(args.log_level, str):
+        argv += ["--log-level", args.log_level]
+    workers = [subprocess.Popen(argv) for _ in range(args.workers)]
+
+    def forward(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    codes = [worker.wait() for worker in workers]
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 def _reload(app: object, args: argparse.Namespace) -> None:

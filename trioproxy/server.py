@@ -85,7 +85,7 @@ class _GuardedTCPServer(TCPServer):
                 await self.protocol.handle(Closed())
 
 
-def hypercorn_config(config: ProxyConfig) -> HypercornConfig:
+def hypercorn_config(config: ProxyConfig, *, reuse_port: bool = False) -> HypercornConfig:
     settings = config.proxy
     hc = HypercornConfig()
     host = settings.listen_host
@@ -99,6 +99,9 @@ def hypercorn_config(config: ProxyConfig) -> HypercornConfig:
     hc.h11_max_incomplete_size = 64 * 1024  # request line + headers (issue 9: header size limit)
     hc.websocket_max_message_size = settings.ws_max_message_bytes
     hc.include_server_header = False
+    # hypercorn sets SO_REUSEPORT on the listening socket when it is told of several workers:
+    # that is how `trioproxy --workers N` processes share one port (the kernel spreads accepts).
+    hc.workers = 2 if reuse_port else 1
     hc.websocket_ping_interval = settings.keepalive_interval  # real ping frames on /v1/ws
     return hc
 
@@ -108,6 +111,7 @@ async def serve(
     *,
     app: ProxyApp | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve trioproxy until `shutdown_trigger` returns or the caller's scope is cancelled.
@@ -118,12 +122,13 @@ async def serve(
             otherwise, with its own upstream HTTP client that is closed when serving ends.
         shutdown_trigger: awaited; when it returns, shut down gracefully (stop accepting, drain for
             `drain_timeout`, then end remaining streams with a `server_shutdown` error).
+        reuse_port: bind with SO_REUSEPORT, so several processes can serve one port.
         task_status: `nursery.start` receives the bound URLs, e.g. `["http://127.0.0.1:8003"]`.
 
     Example:
         urls = await nursery.start(trioproxy.serve, config)
     """
-    hc = hypercorn_config(config)
+    hc = hypercorn_config(config, reuse_port=reuse_port)
     owned_http = None
     if app is None:
         owned_http = HTTPClient()
