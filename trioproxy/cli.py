@@ -138,9 +138,7 @@ async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
                             stop.set()
 
                 nursery.start_soon(on_signals)
-                await serve(
-                    config, app=app, shutdown_trigger=stop.wait, reuse_port=args.reuse_port
-                )
+                await serve(config, app=app, shutdown_trigger=stop.wait, reuse_port=args.reuse_port)
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
