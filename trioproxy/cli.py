@@ -161,8 +161,11 @@ def _supervise(args: argparse.Namespace, config: ProxyConfig) -> int:
     if isinstance(args.log_level, str):
         argv += ["--log-level", args.log_level]
     workers = [subprocess.Popen(argv) for _ in range(args.workers)]
+    stopping: set[int] = set()
 
     def forward(signum: int, frame: object) -> None:
+        if signum != signal.SIGHUP:
+            stopping.add(signum)
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signum)
@@ -170,7 +173,9 @@ def _supervise(args: argparse.Namespace, config: ProxyConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     codes = [worker.wait() for worker in workers]
-    return 0 if all(code == 0 for code in codes) else 1
+    # A worker stopped before it had installed its handlers dies of the signal itself (exit code
+    # -SIGTERM): it had nothing to drain, so that is a clean stop too.
+    return 0 if all(code == 0 or -code in stopping for code in codes) else 1
 
 
 def _reload(app: object, args: argparse.Namespace) -> None:

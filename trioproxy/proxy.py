@@ -202,11 +202,22 @@ class Engine:
             translator = dialect.stream_translator(meta)
             try:
                 async for data in resp.aiter_bytes():
-                    for event in decoder.feed(data):
-                        if translator.done:
-                            break  # anything after the terminal event is ignored
-                        if chunks := translator.feed(event):
-                            await emit(chunks)
+                    # Everything one read brings goes out in one write: a busy upstream sends
+                    # many events per read, and each client write costs a syscall and a trip
+                    # through hypercorn (bench/: most of the per-chunk CPU is IO, not translation).
+                    batch: list[Chunk] = []
+                    failure: ProxyError | None = None
+                    try:
+                        for event in decoder.feed(data):
+                            if translator.done:
+                                break  # anything after the terminal event is ignored
+                            batch += translator.feed(event)
+                    except ProxyError as exc:
+                        failure = exc  # send what came before it first, as it arrived
+                    if batch:
+                        await emit(batch)
+                    if failure is not None:
+                        raise failure
                     if translator.done:
                         break
                 if not translator.done:
