@@ -201,3 +201,9 @@ async def test_request_id_is_propagated(demo_client: ASGIClient) -> None:
     )
     assert resp.headers["x-request-id"] == "abc-123"
     assert json.loads(resp.body)["object"] == "chat.completion"
+
+
+async def test_oversized_headers_get_431(demo_client: ASGIClient) -> None:
+    resp = await demo_client.request("GET", "/health", headers=[("x-big", "a" * 40_000)])
+    assert resp.status == 431
+    assert resp.json()["error"]["code"] == "request_headers_too_large"

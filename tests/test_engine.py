@@ -263,3 +263,36 @@ async def test_client_disconnect_while_connecting_closes_the_upstream(
             await closed.wait()
         nursery.cancel_scope.cancel()
     assert closed_at - left_at < CLOSE_WITHIN
+
+
+async def test_only_configured_client_headers_reach_the_upstream(http_client: HTTPClient) -> None:
+    fake = FakeUpstream(sse_reply(STREAM_TEXT))
+    async with trio.open_nursery() as nursery:
+        client = await _client(nursery, http_client, fake, extra="forward_headers = x-trace-id\n")
+        headers = [
+            ("content-type", "application/json"),
+            ("authorization", "Bearer sk-client-key"),
+            ("x-api-key", "sk-client-key"),
+            ("x-trace-id", "trace-42"),
+            ("x-other", "not forwarded"),
+            ("connection", "keep-alive, x-other"),
+        ]
+        body = {**HELLO, "stream": True}
+        resp = await client.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        nursery.cancel_scope.cancel()
+    assert resp.status == 200
+    sent = fake.seen[0].headers
+    assert sent["x-trace-id"] == "trace-42"
+    assert "x-other" not in sent
+    assert sent["x-api-key"] == "sk-ant-test-0"  # ours, not the client's
+    assert "authorization" not in sent
+    assert "sk-client-key" not in repr(sent)
+    assert sent.get("connection") != "keep-alive, x-other"  # hop-by-hop: never passed on
+
+
+def test_credentials_can_never_be_forwarded() -> None:
+    from trioproxy.errors import ConfigError
+
+    for name in ("authorization", "x-api-key", "cookie", "connection"):
+        with pytest.raises(ConfigError, match="forward_headers"):
+            config_from(anthropic_ini("http://127.0.0.1:9", extra=f"forward_headers = {name}\n"))

@@ -165,3 +165,16 @@ async def test_a_client_that_stops_reading_is_cancelled_after_the_write_deadline
         await http.aclose()
     assert outcomes == [Outcome.CLIENT_CANCELLED]
     assert health.startswith(b"HTTP/1.1 200")
+
+
+async def test_oversized_request_headers_are_refused_and_the_daemon_keeps_serving(
+    demo_url: str,
+) -> None:
+    port = int(demo_url.rsplit(":", 1)[1])
+    huge = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    reply = await trio.to_thread.run_sync(_raw_exchange, port, huge)
+    assert reply.startswith(b"HTTP/1.1 431")
+    health = await trio.to_thread.run_sync(
+        _raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert health.startswith(b"HTTP/1.1 200")

@@ -57,6 +57,11 @@ __all__ = ["ProxyApp", "Shutdown"]
 
 logger = logging.getLogger("trioproxy")
 
+# Request headers larger than this get 431. nginx's default is 4 buffers of 8 KiB
+# (large_client_header_buffers); an API client needs a few hundred bytes. h11's own limit
+# (`max_incomplete_event_size`) only applies while a head is incomplete, so it is checked here too.
+MAX_HEADER_BYTES = 32 * 1024
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
@@ -151,6 +156,11 @@ class ProxyApp:
         reply = _Reply(send, record, self._cors_headers(headers))
         method, path = scope["method"], scope["path"]
         try:
+            if sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES:
+                raise _HeadersTooLarge(
+                    f"request headers are larger than {MAX_HEADER_BYTES} bytes; send fewer or "
+                    "shorter headers"
+                )
             if method == "OPTIONS" and reply.cors:
                 await reply.preflight()  # CORS preflight (Fetch standard, "CORS protocol")
             elif path == "/health":
@@ -265,6 +275,9 @@ class ProxyApp:
             parse_json_body(raw, max_depth=self.config.proxy.max_json_depth), limits=self.limits
         )
         record.model = body["model"]
+        record.client_headers = tuple(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
+        )
         record.stream = bool(body.get("stream"))
         engine = self.engine  # a reload during this request does not change it
         if record.stream:
@@ -420,6 +433,11 @@ class _NotFound(ClientError):
     status_hint = 404
     error_type_hint = "not_found_error"
     code_hint = "not_found"
+
+
+class _HeadersTooLarge(ClientError):
+    status_hint = 431  # RFC 6585 §5
+    code_hint = "request_headers_too_large"
 
 
 class _MethodNotAllowed(ClientError):

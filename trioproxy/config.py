@@ -134,6 +134,7 @@ _UPSTREAM_KEYS = (
     "anthropic_version",
     "anthropic_beta",
     "headers",
+    "forward_headers",
     "demo_delay",
 )
 _MODEL_KEYS = ("upstream", "upstream_model", "max_tokens", "reasoning_effort", "system_prompt")
@@ -1137,6 +1138,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
         or defaults.anthropic_version,
         anthropic_beta=section.items("anthropic_beta"),
         extra_headers=_headers(section),
+        forward_headers=_forward_headers(section),
         demo_delay=section.seconds("demo_delay", defaults.demo_delay, allow_zero=True),
     )
 
@@ -1231,6 +1233,19 @@ def _headers(section: _Section) -> tuple[tuple[str, str], ...]:
         seen.add(lowered)
         headers.append((lowered, header_value))
     return tuple(headers)
+
+
+def _forward_headers(section: _Section) -> tuple[str, ...]:
+    names = []
+    for name in section.items("forward_headers"):
+        lowered = name.lower()
+        if not _HEADER_NAME.fullmatch(name):
+            section.fail("forward_headers", f"{name!r} is not a header name")
+        # The client's own credentials must never reach an upstream (DESIGN.md, Errors).
+        if lowered in _RESERVED_HEADERS or lowered in ("cookie", "proxy-authorization"):
+            section.fail("forward_headers", f"{name} can never be forwarded")
+        names.append(lowered)
+    return tuple(names)
 
 
 # --- models ---------------------------------------------------------------------------------------

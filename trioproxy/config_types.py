@@ -85,6 +85,9 @@ class UpstreamConfig:
     # travel in one.
     extra_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     demo_delay: float = 0.02  # seconds between demo deltas
+    # Client request headers passed on to this upstream (lower-case names). Nothing else the
+    # client sends is forwarded; credentials and hop-by-hop headers can never be listed.
+    forward_headers: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:

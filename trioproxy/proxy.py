@@ -35,14 +35,15 @@ from trioproxy.routing import Router
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
 from trioproxy.translate.demo import DemoReply
-from trioproxy.upstream import HTTPClient, Timeouts, TLSOptions
+from trioproxy.upstream import HTTPClient, Response, Timeouts, TLSOptions
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
 
     from trioproxy.config_types import ClientKey, ProxyConfig, UpstreamConfig
     from trioproxy.routing import Candidate
-    from trioproxy.translate.base import Chunk, Dialect, StreamMeta
+    from trioproxy.translate.base import Chunk, Dialect, StreamMeta, UpstreamRequest
 
     Emit = Callable[[list[Chunk]], Awaitable[None]]
 
@@ -87,6 +88,8 @@ class RequestRecord:
     retries: int = 0
     usage: dict[str, Any] | None = None
     attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
+    # The client's request headers (lower-case), for upstreams' `forward_headers`; never logged.
+    client_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 def new_completion_id() -> str:
@@ -187,9 +190,7 @@ class Engine:
             return
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
-        async with self._open(
-            upstream, dialect, request.path, request.body, request.headers
-        ) as resp:
+        async with self._open(upstream, dialect, request, record) as resp:
             if not 200 <= resp.status < 300:
                 raw = await resp.aread(MAX_ERROR_BODY)
                 raise dialect.translate_error(resp.status, resp.headers, raw)
@@ -263,9 +264,7 @@ class Engine:
             return completion
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
-        async with self._open(
-            upstream, dialect, request.path, request.body, request.headers
-        ) as resp:
+        async with self._open(upstream, dialect, request, record) as resp:
             if not 200 <= resp.status < 300:
                 raw = await resp.aread(MAX_ERROR_BODY)
                 raise dialect.translate_error(resp.status, resp.headers, raw)
@@ -281,22 +280,28 @@ class Engine:
         self,
         upstream: UpstreamConfig,
         dialect: Dialect,
-        path: str,
-        body: bytes,
-        extra: tuple[tuple[str, str], ...],
-    ) -> Any:
+        request: UpstreamRequest,
+        record: RequestRecord,
+    ) -> AbstractAsyncContextManager[Response]:
+        forwarded = [
+            (name, value)
+            for name, value in record.client_headers
+            if name in upstream.forward_headers
+        ]
         headers = [
-            ("content-type", "application/json"),
             ("accept", "text/event-stream, application/json"),
-            *extra,
+            *request.headers,
+            *forwarded,
             *upstream.extra_headers,
             *dialect.auth_headers(upstream.api_key),
         ]
+        if not any(name == "content-type" for name, _ in request.headers):
+            headers.insert(0, ("content-type", "application/json"))
         return self._http.stream(
             "POST",
-            upstream.base_url.rstrip("/") + path,
+            upstream.base_url.rstrip("/") + request.path,
             headers=headers,
-            body=body,
+            body=request.body,
             timeouts=Timeouts(
                 connect=upstream.connect_timeout,
                 first_byte=upstream.first_byte_timeout,

@@ -30,7 +30,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from trioproxy.asgi import ProxyApp
+from trioproxy.asgi import MAX_HEADER_BYTES, ProxyApp
 from trioproxy.upstream import HTTPClient
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def hypercorn_config(config: ProxyConfig, *, reuse_port: bool = False) -> Hyperc
     hc.errorlog = logging.getLogger("trioproxy.hypercorn")
     hc.accesslog = None
     hc.keep_alive_timeout = 75  # seconds; longer than common load balancer idle timeouts (60 s)
-    hc.h11_max_incomplete_size = 64 * 1024  # request line + headers (issue 9: header size limit)
+    hc.h11_max_incomplete_size = MAX_HEADER_BYTES  # a head trickled in slowly (see asgi)
     hc.websocket_max_message_size = settings.ws_max_message_bytes
     hc.include_server_header = False
     # hypercorn sets SO_REUSEPORT on the listening socket when it is told of several workers:
