@@ -33,7 +33,6 @@ from trioproxy.errors import (
     ProxyError,
     RequestTooLarge,
     ServerShutdown,
-    UpstreamTimeout,
 )
 from trioproxy.limits import KeyLimiter
 from trioproxy.logs import log_access
@@ -331,7 +330,7 @@ class ProxyApp:
                     try:
                         await engine.run_stream(body, key, record, writer.emit)
                     except ProxyError as exc:
-                        _record_failure(record, exc)
+                        record.fail(exc)
                         await writer.fail(exc)
                     else:
                         record.outcome = Outcome.COMPLETED
@@ -361,7 +360,7 @@ class ProxyApp:
                 try:
                     completion = await engine.run_complete(body, key, record)
                 except ProxyError as exc:
-                    _record_failure(record, exc)
+                    record.fail(exc)
                     await reply.error(exc)
                 else:
                     record.outcome = Outcome.COMPLETED
@@ -443,18 +442,6 @@ class _HeadersTooLarge(ClientError):
 class _MethodNotAllowed(ClientError):
     status_hint = 405
     code_hint = "method_not_allowed"
-
-
-def _record_failure(record: RequestRecord, exc: ProxyError) -> None:
-    record.error_code = exc.code
-    if isinstance(exc, ClientError):
-        record.outcome = Outcome.REJECTED
-    elif isinstance(exc, UpstreamTimeout):
-        record.outcome = Outcome.TIMEOUT
-    elif isinstance(exc, ServerShutdown):
-        record.outcome = Outcome.SHUTDOWN
-    else:
-        record.outcome = Outcome.UPSTREAM_ERROR
 
 
 async def _watch_disconnect(

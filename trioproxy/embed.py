@@ -110,9 +110,7 @@ class Proxy:
                         await engine.run_stream(validated, key, record, emit)
                         record.outcome = Outcome.COMPLETED
                     except ProxyError as exc:
-                        record.outcome = (
-                            Outcome.REJECTED if exc.status < 500 else Outcome.UPSTREAM_ERROR
-                        )
+                        record.fail(exc)
                         await send.send(exc)
                     finished = True
             if record.outcome is None:
@@ -147,6 +145,10 @@ class Proxy:
         record.key_name, record.model = key.name, validated["model"]
         try:
             result = await self.app.engine.run_complete(validated, key, record)
+        except ProxyError as exc:
+            record.fail(exc)
+            raise
+        else:
             record.outcome = Outcome.COMPLETED
             return result
         finally:

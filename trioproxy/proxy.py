@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trioproxy.errors import (
+    ClientError,
     ProxyError,
+    ServerShutdown,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from trioproxy.routing import Router
@@ -90,6 +93,18 @@ class RequestRecord:
     attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
     # The client's request headers (lower-case), for upstreams' `forward_headers`; never logged.
     client_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def fail(self, exc: ProxyError) -> None:
+        """Record how `exc` ended the request: the one outcome classification for every face."""
+        self.error_code = exc.code
+        if isinstance(exc, ClientError):
+            self.outcome = Outcome.REJECTED
+        elif isinstance(exc, UpstreamTimeout):
+            self.outcome = Outcome.TIMEOUT
+        elif isinstance(exc, ServerShutdown):
+            self.outcome = Outcome.SHUTDOWN
+        else:
+            self.outcome = Outcome.UPSTREAM_ERROR
 
 
 def new_completion_id() -> str:

@@ -256,12 +256,7 @@ async def _run_request(
                         record.outcome = Outcome.COMPLETED
                     except ProxyError as exc:
                         terminal = exc
-                        record.error_code = exc.code
-                        record.outcome = (
-                            Outcome.REJECTED
-                            if isinstance(exc, ClientError)
-                            else Outcome.UPSTREAM_ERROR
-                        )
+                        record.fail(exc)
                     watchers.cancel_scope.cancel()
             if shutdown_scope.cancelled_caught:
                 terminal = ServerShutdown("the server shut down before this answer was complete")
