@@ -233,6 +233,78 @@ async def test_chunked_body_is_streamed_piece_by_piece() -> None:
     assert received == pieces
 
 
+async def test_chunks_already_received_together_come_out_as_one_piece() -> None:
+    # One upstream write of many HTTP chunks (as a burst of SSE events arrives): the client hands
+    # out everything h11 has buffered in one piece, so the proxy decodes and writes once per read.
+    async def handler(stream: trio.abc.Stream) -> None:
+        server = Server(stream)
+        await server.receive_request()
+        head = server.h11.send(
+            h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
+        )
+        burst = b"".join(
+            server.h11.send(h11.Data(data=b"event %d\n" % i)) or b"" for i in range(50)
+        )
+        assert head is not None
+        await stream.send_all(head + burst)  # the head and 50 chunks in one write
+        await server.send(h11.Data(data=b"later"))
+        await server.send(h11.EndOfMessage())
+        await server.serve_forever()
+
+    async with upstream(handler) as (client, _):
+        pieces: list[bytes] = []
+        await collect(client, pieces)
+        assert pieces[0] == b"".join(b"event %d\n" % i for i in range(50))
+        assert b"".join(pieces) == pieces[0] + b"later"
+        assert client.statistics() == stats(idle=1, active=0, opened=1, reused=0)
+
+
+async def test_body_end_buffered_with_the_last_chunks_ends_the_body_and_keeps_the_connection() -> (
+    None
+):
+    async def handler(stream: trio.abc.Stream) -> None:
+        server = Server(stream)
+        await server.receive_request()
+        out = [
+            server.h11.send(
+                h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
+            )
+        ]
+        out += [server.h11.send(h11.Data(data=piece)) for piece in (b"a", b"b", b"c")]
+        out.append(server.h11.send(h11.EndOfMessage()))
+        await stream.send_all(b"".join(part or b"" for part in out))
+        server.h11.start_next_cycle()
+        await server.serve_forever(body=b"second")
+
+    async with upstream(handler) as (client, _):
+        pieces: list[bytes] = []
+        await collect(client, pieces)
+        assert pieces == [b"abc"]
+        # the connection went back to the pool and carries the next request
+        assert await fetch(client) == (200, b"second")
+        assert client.statistics() == stats(idle=1, active=0, opened=1, reused=1)
+
+
+async def test_malformed_framing_after_buffered_chunks_delivers_the_data_then_fails() -> None:
+    async def handler(stream: trio.abc.Stream) -> None:
+        server = Server(stream)
+        await server.receive_request()
+        head = server.h11.send(
+            h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
+        )
+        good = server.h11.send(h11.Data(data=b"good"))
+        assert head is not None and good is not None
+        await stream.send_all(head + good + b"zz-not-hex\r\n")
+        await server.expect_eof()
+
+    async with upstream(handler) as (client, _):
+        pieces: list[bytes] = []
+        with pytest.raises(UpstreamProtocolError, match="invalid HTTP response"):
+            await collect(client, pieces)
+        assert pieces == [b"good"]
+        assert client.statistics() == stats(idle=0, active=0, opened=1, reused=0)
+
+
 async def test_content_length_body_is_read_whole() -> None:
     async def handler(stream: trio.abc.Stream) -> None:
         server = Server(stream)

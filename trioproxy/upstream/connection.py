@@ -47,6 +47,9 @@ class HTTPConnection:
         self._stream = stream
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.received_any = False  # any byte of a response to the current request
+        # An event (or h11's error) taken from h11 while draining buffered body data, not yet
+        # handed out: `_next_event` returns (or raises) it before asking h11 again.
+        self._pending: object | BaseException | None = None
         self.idle_since = 0.0  # trio.current_time() when last returned to the pool
         self.closed = False
 
@@ -101,16 +104,44 @@ class HTTPConnection:
             event = await self._next_event(limit)
             if isinstance(event, h11.Data):
                 if event.data:
-                    return bytes(event.data)
+                    return self._drain_buffered(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return None
             else:
                 raise h11.RemoteProtocolError("connection closed in the middle of the body")
 
+    def _drain_buffered(self, first: bytes) -> bytes:
+        """`first` joined with every body piece h11 already holds, without waiting.
+
+        h11 hands out one `Data` event per HTTP chunk, and upstreams send one chunk per SSE
+        event; one piece per receive (not per chunk) lets everything after it (decode,
+        translate, one client write) run once per read. The next non-data event is kept for
+        `_next_event`; an error is raised there too, after the data before it is delivered.
+        """
+        pieces = [first]
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._pending = exc
+                break
+            if event is h11.NEED_DATA:
+                break
+            if not isinstance(event, h11.Data):
+                self._pending = event
+                break
+            pieces.append(event.data)
+        return bytes(first) if len(pieces) == 1 else b"".join(pieces)
+
     def finish_without_io(self) -> bool:
         """True if the body's end is already buffered (a caller that stopped reading right
         after the last piece still leaves a reusable connection); never waits."""
-        if self._h11.their_state is h11.SEND_BODY:
+        if self._pending is not None:
+            event = self._pending
+            self._pending = None
+            if not isinstance(event, h11.EndOfMessage):
+                return False
+        elif self._h11.their_state is h11.SEND_BODY:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError:
@@ -132,6 +163,11 @@ class HTTPConnection:
             await trio.aclose_forcefully(self._stream)
 
     async def _next_event(self, limit: Callable[[], Limit]) -> object:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if isinstance(pending, BaseException):
+                raise pending
+            return pending
         while True:
             event = self._h11.next_event()
             if event is not h11.NEED_DATA:
