@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.conftest import DEMO_INI, config_from
+from tests.support import assert_stream_contract, sse_payloads
 from trioproxy.server import serve
 
 if TYPE_CHECKING:
@@ -178,3 +179,182 @@ async def test_oversized_request_headers_are_refused_and_the_daemon_keeps_servin
         _raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert health.startswith(b"HTTP/1.1 200")
+
+
+def _paused_stream_read(port: int, body: bytes, pause: float) -> bytes:
+    """POST a streaming request, read nothing for `pause` seconds (so the server's writes back
+    up), then read the whole response; return the decoded body."""
+    import time
+
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        request = h11.Request(
+            method="POST",
+            target="/v1/chat/completions",
+            headers=[
+                ("host", "x"),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+            ],
+        )
+        sock.sendall(
+            conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        )
+        time.sleep(pause)
+        out = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                assert event.status_code == 200
+            elif isinstance(event, h11.Data):
+                out += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(out)
+
+
+async def test_a_client_that_pauses_reading_gets_every_byte_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Writes go straight to the socket while it has room, and through the locked, deadline-bound
+    # slow path once it is full; bytes must never overtake each other across the two.
+    slow_writes = 0
+    send_all = trio.SocketStream.send_all
+
+    async def counting_send_all(self: trio.SocketStream, data: Any) -> None:
+        nonlocal slow_writes
+        slow_writes += 1
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting_send_all)
+    words = 4_000
+    body = json.dumps(
+        {
+            "model": "demo",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "w " * words}],
+        }
+    ).encode()
+    async with trio.open_nursery() as nursery:
+        url = (await nursery.start(partial(serve, config_from(DEMO_INI))))[0]
+        port = int(url.rsplit(":", 1)[1])
+        raw = await trio.to_thread.run_sync(_paused_stream_read, port, body, 0.5)
+        nursery.cancel_scope.cancel()
+    payloads = sse_payloads(raw)
+    assert_stream_contract(payloads, include_usage=True)
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in payloads[:-1] if c["choices"]
+    )
+    assert text.startswith("You said: " + " ".join(["w"] * words) + "\n")
+    assert slow_writes > 0, "the client's window never filled: the slow path went untested"
+
+
+class _RecordingProtocol:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    async def handle(self, event: object) -> None:
+        self.events.append(event)
+
+
+def _bare_connection(sock: socket.socket) -> Any:
+    """A `_GuardedTCPServer` with just what `protocol_send` uses, over a real socket."""
+    from trioproxy.server import _GuardedTCPServer
+
+    server = _GuardedTCPServer.__new__(_GuardedTCPServer)
+    server.send_lock = trio.Lock()
+    server.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    server.raw_socket = sock
+    server.write_timeout = 10.0
+    server.protocol = _RecordingProtocol()
+    return server
+
+
+async def test_a_write_never_overtakes_one_waiting_for_room_in_the_socket() -> None:
+    from hypercorn.events import RawData
+
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    server = _bare_connection(ours)
+    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
+    received = bytearray()
+
+    async def drain() -> None:
+        while len(received) < len(big) + 4:
+            await trio.lowlevel.wait_readable(peer)
+            received.extend(peer.recv(1 << 20))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.protocol_send, RawData(data=big))
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.send_lock.locked(), "the big write is waiting for room"
+        received.extend(peer.recv(1 << 16))  # room again, before the waiting write wakes up
+        nursery.start_soon(drain)
+        # a second writer (hypercorn's ping or error path) arrives just then
+        await server.protocol_send(RawData(data=b"TAIL"))
+    assert bytes(received) == big + b"TAIL"
+    assert server.protocol.events == []
+    await server.stream.aclose()
+    peer.close()
+
+
+async def test_a_write_to_a_vanished_client_closes_the_connection_once() -> None:
+    from hypercorn.events import Closed, RawData
+
+    ours, peer = socket.socketpair()
+    server = _bare_connection(ours)
+    peer.close()
+    await server.protocol_send(RawData(data=b"data: late\n\n"))  # EPIPE on the direct path
+    assert [type(e) for e in server.protocol.events] == [Closed]
+    assert ours.fileno() == -1, "closed, not leaked"
+    await server.protocol_send(RawData(data=b"more"))  # closed already: quietly reported again
+    assert all(isinstance(e, Closed) for e in server.protocol.events)
+
+
+async def test_accepting_pauses_when_out_of_descriptors_and_skips_aborted_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    from trioproxy import server as server_module
+
+    failures = [errno.EMFILE, errno.ECONNABORTED]
+
+    class FlakyListener(socket.socket):
+        def accept(self) -> tuple[socket.socket, Any]:
+            if failures:
+                raise OSError(failures.pop(0), "scripted")
+            return super().accept()
+
+    listening = FlakyListener()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    handled: list[bytes] = []
+    done = trio.Event()
+
+    async def handle(stream: trio.SocketStream, raw: socket.socket) -> None:
+        assert stream.socket.fileno() == raw.fileno()
+        handled.append(await stream.receive_some(100))
+        await stream.aclose()
+        done.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server_module._accept_loop, listening, handle, nursery)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(b"hello")
+            await done.wait()
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    assert handled == [b"hello"]
+    assert failures == []
+    assert listening.fileno() == -1, "the accept loop closes its listening socket"
+    assert "cannot accept connections" in caplog.text

@@ -18,8 +18,8 @@ Why our own loop instead of `hypercorn.trio.serve` (hypercorn is pinned to 0.18.
 
 from __future__ import annotations
 
+import errno
 import logging
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -34,6 +34,7 @@ from trioproxy.asgi import MAX_HEADER_BYTES, ProxyApp
 from trioproxy.upstream import HTTPClient
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable
 
     from hypercorn.events import Event
@@ -49,9 +50,12 @@ SHUTDOWN_GRACE = 2.0
 
 
 class _GuardedTCPServer(TCPServer):
-    """hypercorn's per-connection server with the two guards described in the module docstring."""
+    """hypercorn's per-connection server with the two guards described in the module docstring,
+    and a direct write path (see `protocol_send`)."""
 
     write_timeout: float = 30.0
+    # The stdlib socket under `self.stream` (the same object trio wraps), set by `_accept_loop`.
+    raw_socket: socket.socket | None = None
 
     async def run(self) -> None:
         try:
@@ -65,6 +69,25 @@ class _GuardedTCPServer(TCPServer):
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
+        data = event.data
+        if not data:  # h11 has nothing to write for some events (a sized body's end)
+            return
+        if self.raw_socket is not None and not self.send_lock.locked():
+            # The direct path: one non-blocking send(2), no lock, cancel scope or scheduler
+            # round trip. Every write of a stream chunk comes here, and the socket buffer
+            # almost always has room. Only what the kernel does not take right away goes the
+            # slow way, which is where the write deadline matters. Skipped while a slow write
+            # holds the lock, so bytes never overtake each other.
+            try:
+                sent = self.raw_socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # reset, broken pipe, or closed already (fileno -1: EBADF)
+                await self._close_broken()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
         broken = False
         async with self.send_lock:
             try:
@@ -73,16 +96,63 @@ class _GuardedTCPServer(TCPServer):
                 # even when shielded from outer cancellation.
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + self.write_timeout
-                    await self.stream.send_all(event.data)
+                    await self.stream.send_all(data)
                 broken = scope.cancelled_caught
                 if broken:
                     logger.info("client stopped reading for %.0fs; closing it", self.write_timeout)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 broken = True
         if broken:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self.stream)
-                await self.protocol.handle(Closed())
+            await self._close_broken()
+
+    async def _close_broken(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
+            await self.protocol.handle(Closed())
+
+
+# accept(2) errors that concern only the connection being accepted: skip it (as trio does).
+_ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO})
+# accept(2) errors that mean the process is out of descriptors or memory: pause, then go on
+# (as trio.serve_listeners does), rather than spinning or dying.
+_ACCEPT_CAPACITY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_PAUSE = 0.1  # seconds
+
+
+async def _accept_loop(
+    listening: socket.socket,
+    handle: Callable[[trio.SocketStream, socket.socket], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept connections on `listening` until cancelled; each runs `handle(stream, raw)` in
+    `nursery`. Closes `listening` when it ends.
+
+    Our loop rather than `trio.SocketListener`, which keeps the accepted stdlib socket to itself:
+    the connection's direct write path needs it. `trio.socket.from_stdlib_socket` wraps that very
+    object (no dup), so trio and the direct path share one descriptor and one close.
+    """
+    listening.setblocking(False)
+    try:
+        while True:
+            try:
+                conn, _ = listening.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listening)
+                continue
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY:
+                    logger.error("cannot accept connections (%s); pausing accept", exc.strerror)
+                    await trio.sleep(ACCEPT_PAUSE)
+                    continue
+                if exc.errno not in _ACCEPT_SKIP:
+                    raise
+            else:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                nursery.start_soon(handle, stream, conn)
+            await trio.lowlevel.checkpoint()  # a flood of connections must not starve the rest
+    finally:
+        trio.lowlevel.notify_closing(listening)
+        listening.close()
 
 
 def hypercorn_config(config: ProxyConfig, *, reuse_port: bool = False) -> HypercornConfig:
@@ -149,11 +219,9 @@ async def _serve(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     sockets = hc.create_sockets()
-    listeners = []
     urls = []
     for sock in sockets.insecure_sockets:
         sock.listen(hc.backlog)
-        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         urls.append("http://" + repr_socket_addr(sock.family, sock.getsockname()))
     context = WorkerContext(None)
     server_class = type(
@@ -161,13 +229,21 @@ async def _serve(
     )
     # ProxyApp is a plain ASGI 3 callable; hypercorn's TypedDict-based alias is stricter than ASGI.
     asgi_app = wrap_app(app, hc.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
-    handler = partial(server_class, asgi_app, hc, context, ConnectionState({}))
+
+    async def handle(stream: trio.SocketStream, raw: socket.socket) -> None:
+        server = server_class(asgi_app, hc, context, ConnectionState({}), stream)
+        server.raw_socket = raw
+        try:
+            await server.run()
+        finally:
+            # hypercorn's own close awaits send_eof first, which raises at once in a cancelled
+            # scope and skips the close; trio.serve_listeners closes here too, for that reason.
+            await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
-            accepting.start_soon(
-                partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
-            )
+            for sock in sockets.insecure_sockets:
+                accepting.start_soon(_accept_loop, sock, handle, connections)
             for url in urls:
                 logger.info("trioproxy listening on %s", url)
             task_status.started(urls)
