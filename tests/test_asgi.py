@@ -11,6 +11,7 @@ import trio
 
 from tests.conftest import DEMO_INI, ASGIClient, config_from, make_client
 from tests.support import assert_stream_contract, sse_payloads
+from trioproxy.proxy import Outcome
 
 if TYPE_CHECKING:
     from trioproxy.upstream import HTTPClient
@@ -207,3 +208,17 @@ async def test_oversized_headers_get_431(demo_client: ASGIClient) -> None:
     resp = await demo_client.request("GET", "/health", headers=[("x-big", "a" * 40_000)])
     assert resp.status == 431
     assert resp.json()["error"]["code"] == "request_headers_too_large"
+
+
+async def test_a_request_arriving_after_expiry_is_ended_by_shutdown_at_once() -> None:
+    from trioproxy.asgi import Shutdown
+    from trioproxy.proxy import RequestRecord
+
+    shutdown = Shutdown()
+    shutdown.expire()
+    record = RequestRecord(request_id="r", started=0.0, stream=False)
+    with trio.CancelScope() as scope, shutdown.guard(scope, record):
+        await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert record.outcome is Outcome.SHUTDOWN
+    assert not shutdown._guarded, "the registry forgets a request once it is over"

@@ -296,3 +296,35 @@ def test_credentials_can_never_be_forwarded() -> None:
     for name in ("authorization", "x-api-key", "cookie", "connection"):
         with pytest.raises(ConfigError, match="forward_headers"):
             config_from(anthropic_ini("http://127.0.0.1:9", extra=f"forward_headers = {name}\n"))
+
+
+async def test_shutdown_expiry_answers_a_waiting_non_streaming_request_with_503(
+    http_client: HTTPClient,
+) -> None:
+    from trioproxy.proxy import Outcome
+
+    # the upstream sends its head, then holds the body
+    fake = FakeUpstream(Reply(headers=[("content-type", "application/json")], body=[None]))
+    outcomes: list[Outcome | None] = []
+    async with trio.open_nursery() as nursery:
+        client = await _client(nursery, http_client, fake)
+        client.app.on_finish.append(lambda record: outcomes.append(record.outcome))
+        results = []
+        answered = trio.Event()
+
+        async def ask() -> None:
+            results.append(await client.chat(HELLO))
+            answered.set()
+
+        nursery.start_soon(ask)
+        with trio.fail_after(10):
+            await fake.request_arrived.wait()
+        client.app.shutdown.expire()
+        with trio.fail_after(5):
+            await fake.seen[0].closed.wait()
+            await answered.wait()
+        nursery.cancel_scope.cancel()
+    (resp,) = results
+    assert resp.status == 503
+    assert resp.json()["error"]["code"] == "server_shutdown"
+    assert outcomes == [Outcome.SHUTDOWN]

@@ -71,6 +71,9 @@ class Shutdown:
     def __init__(self) -> None:
         self.draining = trio.Event()
         self.expired = trio.Event()
+        # Engine scopes to cancel on `expire`, with the request each one serves. A registry rather
+        # than a watcher task per request: a task costs a spawn per request and memory per stream.
+        self._guarded: dict[trio.CancelScope, RequestRecord] = {}
 
     def drain(self) -> None:
         self.draining.set()
@@ -78,6 +81,25 @@ class Shutdown:
     def expire(self) -> None:
         self.draining.set()
         self.expired.set()
+        for scope, record in list(self._guarded.items()):
+            self._end(scope, record)
+
+    @contextlib.contextmanager
+    def guard(self, scope: trio.CancelScope, record: RequestRecord) -> Iterator[None]:
+        """While inside, `expire()` cancels `scope` and marks `record` as ended by shutdown."""
+        if self.expired.is_set():
+            self._end(scope, record)
+        self._guarded[scope] = record
+        try:
+            yield
+        finally:
+            del self._guarded[scope]
+
+    @staticmethod
+    def _end(scope: trio.CancelScope, record: RequestRecord) -> None:
+        if record.outcome is None:
+            record.outcome = Outcome.SHUTDOWN
+        scope.cancel()
 
 
 class ProxyApp:
@@ -324,8 +346,10 @@ class ProxyApp:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, record)
-                with trio.CancelScope() as engine_scope:
-                    nursery.start_soon(_watch_shutdown, self.shutdown, engine_scope, record)
+                with (
+                    trio.CancelScope() as engine_scope,
+                    self.shutdown.guard(engine_scope, record),
+                ):
                     nursery.start_soon(_keepalive, writer, interval)
                     try:
                         await engine.run_stream(body, key, record, writer.emit)
@@ -355,8 +379,7 @@ class ProxyApp:
     ) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, record)
-            with trio.CancelScope() as engine_scope:
-                nursery.start_soon(_watch_shutdown, self.shutdown, engine_scope, record)
+            with trio.CancelScope() as engine_scope, self.shutdown.guard(engine_scope, record):
                 try:
                     completion = await engine.run_complete(body, key, record)
                 except ProxyError as exc:
@@ -452,15 +475,6 @@ async def _watch_disconnect(
     if record.outcome is None:
         record.outcome = Outcome.CLIENT_CANCELLED
     scope.cancel()  # also closes the upstream connection inside the engine
-
-
-async def _watch_shutdown(
-    shutdown: Shutdown, scope: trio.CancelScope, record: RequestRecord
-) -> None:
-    await shutdown.expired.wait()
-    if record.outcome is None:
-        record.outcome = Outcome.SHUTDOWN
-    scope.cancel()
 
 
 async def _keepalive(writer: _SSEWriter, interval: float) -> None:

@@ -242,22 +242,17 @@ async def _run_request(
     terminal: dict[str, Any] | ProxyError
     try:
         with scope:
-            with trio.CancelScope() as shutdown_scope:
-
-                async def watch_shutdown() -> None:
-                    await socket.app.shutdown.expired.wait()
-                    shutdown_scope.cancel()
-
-                async with trio.open_nursery() as watchers:
-                    watchers.start_soon(watch_shutdown)
-                    try:
-                        await engine.run_stream(body, socket.key, record, emit)
-                        terminal = {"type": "done", "id": request_id}
-                        record.outcome = Outcome.COMPLETED
-                    except ProxyError as exc:
-                        terminal = exc
-                        record.fail(exc)
-                    watchers.cancel_scope.cancel()
+            with (
+                trio.CancelScope() as shutdown_scope,
+                socket.app.shutdown.guard(shutdown_scope, record),
+            ):
+                try:
+                    await engine.run_stream(body, socket.key, record, emit)
+                    terminal = {"type": "done", "id": request_id}
+                    record.outcome = Outcome.COMPLETED
+                except ProxyError as exc:
+                    terminal = exc
+                    record.fail(exc)
             if shutdown_scope.cancelled_caught:
                 terminal = ServerShutdown("the server shut down before this answer was complete")
                 record.outcome = Outcome.SHUTDOWN
