@@ -328,3 +328,16 @@ async def test_shutdown_expiry_answers_a_waiting_non_streaming_request_with_503(
     assert resp.status == 503
     assert resp.json()["error"]["code"] == "server_shutdown"
     assert outcomes == [Outcome.SHUTDOWN]
+
+
+@pytest.mark.parametrize(("extra", "connections"), [("", 1), ("max_idle_connections = 0\n", 3)])
+async def test_each_upstreams_pool_settings_reach_the_http_client(
+    http_client: HTTPClient, extra: str, connections: int
+) -> None:
+    fake = FakeUpstream(json_reply(200, NONSTREAM_TEXT))
+    async with trio.open_nursery() as nursery:
+        client = await _client(nursery, http_client, fake, extra=extra)
+        for _ in range(3):
+            assert (await client.chat(HELLO)).status == 200
+        nursery.cancel_scope.cancel()
+    assert fake.connections == connections

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import ssl
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import h11
@@ -24,6 +25,7 @@ from trioproxy.errors import (
 )
 from trioproxy.upstream import (
     HTTPClient,
+    PoolLimits,
     PoolStatistics,
     Timeouts,
     TLSOptions,
@@ -130,7 +132,7 @@ class Network:
 
 @asynccontextmanager
 async def upstream(
-    *handlers: Handler, environ: dict[str, str] | None = None, **kw: float
+    *handlers: Handler, environ: dict[str, str] | None = None, **kw: object
 ) -> AsyncIterator[tuple[HTTPClient, Network]]:
     async with trio.open_nursery() as nursery:
         network = Network(nursery, list(handlers))
@@ -492,7 +494,7 @@ async def test_idle_connections_expire(autojump_clock: trio.testing.MockClock) -
     async def second(stream: trio.abc.Stream) -> None:
         await Server(stream).serve_forever()
 
-    async with upstream(first, second, idle_expiry=30) as (client, network):
+    async with upstream(first, second, pool=PoolLimits(idle_expiry=30)) as (client, network):
         await fetch(client)
         await trio.sleep(29)
         await fetch(client)  # still fresh: reused
@@ -514,7 +516,7 @@ async def test_expired_connections_are_all_closed_even_inside_a_cancelled_scope(
         await Server(stream).serve_forever()
         ended += 1
 
-    async with upstream(handler, handler, idle_expiry=30) as (client, _):
+    async with upstream(handler, handler, pool=PoolLimits(idle_expiry=30)) as (client, _):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch, client)
             nursery.start_soon(fetch, client)
@@ -532,11 +534,32 @@ async def test_idle_connections_are_capped_per_origin() -> None:
     async def handler(stream: trio.abc.Stream) -> None:
         await Server(stream).serve_forever()
 
-    async with upstream(handler, handler, handler, max_idle_per_origin=1) as (client, _):
+    async with upstream(handler, handler, handler, pool=PoolLimits(max_idle=1)) as (client, _):
         async with trio.open_nursery() as nursery:
             for _ in range(3):
                 nursery.start_soon(fetch, client)
         assert client.statistics() == stats(idle=1, active=0, opened=3, reused=0)
+
+
+async def test_a_request_can_name_its_origins_own_pool_limits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each upstream in proxy.ini has its own max_idle_connections / idle_expiry.
+    async def handler(stream: trio.abc.Stream) -> None:
+        await Server(stream).serve_forever()
+
+    strict = PoolLimits(max_idle=2, idle_expiry=5.0)
+    async with upstream(*[handler] * 5) as (client, _):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(partial(fetch, client, pool=strict))
+        assert client.statistics() == stats(idle=2, active=0, opened=4, reused=0)
+        await trio.sleep(6)  # past this origin's expiry, well within the client's own 60 s
+        await fetch(client, pool=strict)
+        assert client.statistics() == stats(idle=1, active=0, opened=5, reused=0)
+        none_kept = PoolLimits(max_idle=0)
+        await fetch(client, pool=none_kept)  # reuses the idle one, then closes it
+        assert client.statistics() == stats(idle=0, active=0, opened=5, reused=1)
 
 
 async def test_aclose_closes_idle_connections() -> None:

@@ -77,7 +77,7 @@ class UpstreamConfig:
     ca_file: str | None = None
     # None: HTTPS_PROXY / NO_PROXY from the environment. Not in repr: it may hold user:password@.
     https_proxy: str | None = field(default=None, repr=False)
-    max_idle_connections: int = 16
+    max_idle_connections: int = 100
     idle_expiry: float = 60.0  # seconds an idle pooled connection is kept
     anthropic_version: str = "2023-06-01"
     anthropic_beta: tuple[str, ...] = ()

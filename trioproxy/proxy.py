@@ -38,7 +38,7 @@ from trioproxy.routing import Router
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
 from trioproxy.translate.demo import DemoReply
-from trioproxy.upstream import HTTPClient, Response, Timeouts, TLSOptions
+from trioproxy.upstream import HTTPClient, PoolLimits, Response, Timeouts, TLSOptions
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -136,6 +136,32 @@ def _is_json(headers: tuple[tuple[str, str], ...]) -> bool:
     return any(name == "content-type" and "json" in value for name, value in headers)
 
 
+@dataclass(frozen=True, slots=True)
+class _CallOptions:
+    """What every request to one upstream passes to the HTTP client, made once per config."""
+
+    base_url: str
+    timeouts: Timeouts
+    tls: TLSOptions
+    pool: PoolLimits
+
+    @classmethod
+    def of(cls, upstream: UpstreamConfig) -> _CallOptions:
+        return cls(
+            base_url=upstream.base_url.rstrip("/"),
+            timeouts=Timeouts(
+                connect=upstream.connect_timeout,
+                first_byte=upstream.first_byte_timeout,
+                read=upstream.read_timeout,
+                total=upstream.total_timeout,
+            ),
+            tls=TLSOptions(verify=upstream.verify_tls, ca_file=upstream.ca_file),
+            pool=PoolLimits(
+                max_idle=upstream.max_idle_connections, idle_expiry=upstream.idle_expiry
+            ),
+        )
+
+
 class Engine:
     """The pipeline for one configuration generation (a reload builds a new one)."""
 
@@ -147,6 +173,9 @@ class Engine:
             name: dialect
             for name, upstream in config.upstreams.items()
             if (dialect := make_dialect(upstream)) is not None
+        }
+        self._call_options = {
+            name: _CallOptions.of(config.upstreams[name]) for name in self._dialects
         }
 
     def meta(self, body: dict[str, Any]) -> StreamMeta:
@@ -312,19 +341,16 @@ class Engine:
         ]
         if not any(name == "content-type" for name, _ in request.headers):
             headers.insert(0, ("content-type", "application/json"))
+        options = self._call_options[upstream.name]
         return self._http.stream(
             "POST",
-            upstream.base_url.rstrip("/") + request.path,
+            options.base_url + request.path,
             headers=headers,
             body=request.body,
-            timeouts=Timeouts(
-                connect=upstream.connect_timeout,
-                first_byte=upstream.first_byte_timeout,
-                read=upstream.read_timeout,
-                total=upstream.total_timeout,
-            ),
-            tls=TLSOptions(verify=upstream.verify_tls, ca_file=upstream.ca_file),
+            timeouts=options.timeouts,
+            tls=options.tls,
             proxy=upstream.https_proxy,
+            pool=options.pool,
         )
 
     async def _with_failover(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from trioproxy.upstream.client import HTTPClient, Response
 from trioproxy.upstream.connect import Connector, no_proxy_matches, select_proxy
-from trioproxy.upstream.options import PoolStatistics, Timeouts, TLSOptions
+from trioproxy.upstream.options import PoolLimits, PoolStatistics, Timeouts, TLSOptions
 
 __all__ = [
     "Connector",
     "HTTPClient",
+    "PoolLimits",
     "PoolStatistics",
     "Response",
     "TLSOptions",

@@ -44,7 +44,7 @@ from trioproxy.upstream.connect import (
     select_proxy,
 )
 from trioproxy.upstream.connection import HTTPConnection
-from trioproxy.upstream.options import PoolStatistics, Timeouts, TLSOptions
+from trioproxy.upstream.options import PoolLimits, PoolStatistics, Timeouts, TLSOptions
 from trioproxy.upstream.pool import ConnectionPool
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ _TARGET = re.compile(r"[\x21-\x7e]+")  # a request-target: visible ASCII, no spa
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _DEFAULT_TIMEOUTS = Timeouts()
 _DEFAULT_TLS = TLSOptions()
+_DEFAULT_POOL = PoolLimits()
 
 
 class HTTPClient:
@@ -95,8 +96,8 @@ class HTTPClient:
         connector: opens TCP (+TLS) streams; the default uses `trio.open_tcp_stream` and
             `trio.SSLStream`. Tests pass one returning `trio.testing.memory_stream_pair()`
             halves.
-        max_idle_per_origin: idle connections kept per (scheme, host, port, TLS, proxy).
-        idle_expiry: seconds an idle connection may wait before it is closed instead of reused.
+        pool: idle connections kept per (scheme, host, port, TLS, proxy), and for how long,
+            unless a request names its own limits.
         environ: where `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` are read from (once, here);
             default `os.environ`.
 
@@ -111,14 +112,11 @@ class HTTPClient:
         self,
         *,
         connector: Connector | None = None,
-        max_idle_per_origin: int = 16,
-        idle_expiry: float = 60.0,
+        pool: PoolLimits = _DEFAULT_POOL,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._connector: Connector = connector if connector is not None else default_connector
-        self._pool: ConnectionPool[HTTPConnection] = ConnectionPool(
-            max_idle_per_origin=max_idle_per_origin, idle_expiry=idle_expiry
-        )
+        self._pool: ConnectionPool[HTTPConnection] = ConnectionPool(pool)
         source = os.environ if environ is None else environ
         self._environ = {name: source[name] for name in _PROXY_ENVIRON if name in source}
         self._ssl_contexts: dict[TLSOptions, ssl.SSLContext] = {}  # building one costs ~ms
@@ -135,6 +133,7 @@ class HTTPClient:
         timeouts: Timeouts = _DEFAULT_TIMEOUTS,
         tls: TLSOptions = _DEFAULT_TLS,
         proxy: str | None = None,
+        pool: PoolLimits | None = None,
     ) -> AbstractAsyncContextManager[Response]:
         """Send one request; the context manager yields the response once its head arrived.
 
@@ -150,6 +149,8 @@ class HTTPClient:
             tls: certificate checks for https URLs.
             proxy: an `http://[user:pass@]host:port` proxy for this request; None uses
                 `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the client's environment.
+            pool: how many idle connections to keep for this origin, and how long; None uses
+                the client's.
 
         Raises (on entering):
             UpstreamTimeout: connect or first-byte timeout (or total).
@@ -159,7 +160,7 @@ class HTTPClient:
         """
         return _Exchange(
             self,
-            _Call(method.upper(), url, tuple(headers), body, timeouts, tls, proxy),
+            _Call(method.upper(), url, tuple(headers), body, timeouts, tls, proxy, pool),
         )
 
     async def aclose(self) -> None:
@@ -196,7 +197,7 @@ class HTTPClient:
                 )
                 conn = await self._connect(plan, budget)
                 head = await self._send(conn, plan, call, budget)
-        return Response(conn, head, origin=plan.origin, budget=budget, key=plan.key)
+        return Response(conn, head, origin=plan.origin, budget=budget, key=plan.key, pool=call.pool)
 
     def _plan(self, call: _Call) -> _Plan:
         parts = _parse_url(call.url)
@@ -267,7 +268,8 @@ class HTTPClient:
             return
         if clean and not self._closed and conn.finish_without_io():
             conn.start_next_cycle()
-            for old in self._pool.put(response._key, conn, trio.current_time()):
+            now = trio.current_time()
+            for old in self._pool.put(response._key, conn, now, response._pool_limits):
                 await old.aclose()
         else:
             await self._discard(conn)
@@ -295,6 +297,7 @@ class Response:
         origin: str,
         budget: _Budget,
         key: object,
+        pool: PoolLimits | None,
     ) -> None:
         self.status: int = head.status_code
         self.reason: str = head.reason.decode("latin-1")
@@ -305,6 +308,7 @@ class Response:
         self._origin = origin
         self._budget = budget
         self._key = key
+        self._pool_limits = pool
         self._done = False
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
@@ -397,6 +401,7 @@ class _Call:
     timeouts: Timeouts
     tls: TLSOptions
     proxy: str | None = field(repr=False)
+    pool: PoolLimits | None
 
 
 @dataclass(frozen=True, slots=True)

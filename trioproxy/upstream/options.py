@@ -43,6 +43,20 @@ class TLSOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """How many idle connections to keep for one origin, and for how long.
+
+    Attributes:
+        max_idle: idle connections kept per (scheme, host, port, TLS, proxy); beyond it the
+            oldest is closed. 0 keeps none (a new connection per request).
+        idle_expiry: seconds an idle connection may wait before it is closed instead of reused.
+    """
+
+    max_idle: int = 100
+    idle_expiry: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStatistics:
     """A snapshot of `HTTPClient`'s connection pool.
 

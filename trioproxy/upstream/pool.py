@@ -6,9 +6,11 @@ closes them.
 
 Invariants:
 - Idle connections are kept per key (scheme, host, port, TLS options, proxy), at most
-  `max_idle_per_origin` of them; the one returned last is reused first (it is the least
-  likely to have been closed by the server), and the oldest is evicted first.
+  `max_idle` of them; the one returned last is reused first (it is the least likely to have
+  been closed by the server), and the oldest is evicted first.
 - A connection idle for `idle_expiry` seconds or longer is never handed out again.
+- Both limits are per key: the pool's own, or those the last `put` for that key gave (each
+  upstream in proxy.ini has its own).
 - `active` counts connections between `opened()` / a successful `take()` and `release()`.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from trioproxy.upstream.options import PoolStatistics
+from trioproxy.upstream.options import PoolLimits, PoolStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -34,9 +36,9 @@ C = TypeVar("C", bound=_Idle)
 class ConnectionPool(Generic[C]):
     """Idle connections by key, with counters for `statistics()`."""
 
-    def __init__(self, *, max_idle_per_origin: int, idle_expiry: float) -> None:
-        self._max_idle = max_idle_per_origin
-        self._expiry = idle_expiry  # seconds
+    def __init__(self, limits: PoolLimits) -> None:
+        self._default = limits
+        self._limits: dict[Hashable, PoolLimits] = {}  # keys whose puts named their own
         self._idle: dict[Hashable, list[C]] = {}  # oldest first
         self._active = 0
         self._opened = 0
@@ -64,14 +66,19 @@ class ConnectionPool(Generic[C]):
         """An active connection was closed (not returned to the pool)."""
         self._active -= 1
 
-    def put(self, key: Hashable, conn: C, now: float) -> list[C]:
-        """Return an active connection to the pool; returns the ones the caller must close."""
+    def put(self, key: Hashable, conn: C, now: float, limits: PoolLimits | None = None) -> list[C]:
+        """Return an active connection to the pool, under `limits` for its key (None: the
+        pool's own); returns the ones the caller must close."""
         self._active -= 1
+        if limits is not None and limits != self._default:
+            self._limits[key] = limits
+        else:
+            self._limits.pop(key, None)
         to_close = self._sweep(now)
         conn.idle_since = now
         idle = self._idle.setdefault(key, [])
         idle.append(conn)
-        while len(idle) > self._max_idle:
+        while len(idle) > self._limits.get(key, self._default).max_idle:
             to_close.append(idle.pop(0))
         if not idle:
             del self._idle[key]
@@ -95,9 +102,10 @@ class ConnectionPool(Generic[C]):
         expired: list[C] = []
         for key in list(self._idle):
             idle = self._idle[key]
-            keep = [conn for conn in idle if now - conn.idle_since < self._expiry]
+            expiry = self._limits.get(key, self._default).idle_expiry
+            keep = [conn for conn in idle if now - conn.idle_since < expiry]
             if len(keep) != len(idle):
-                expired += [conn for conn in idle if now - conn.idle_since >= self._expiry]
+                expired += [conn for conn in idle if now - conn.idle_since >= expiry]
                 if keep:
                     self._idle[key] = keep
                 else:
