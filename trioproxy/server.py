@@ -47,6 +47,10 @@ logger = logging.getLogger("trioproxy")
 
 # Seconds that streams still get after `drain_timeout` to write their shutdown error chunk.
 SHUTDOWN_GRACE = 2.0
+# Connections the kernel queues before we accept them; Linux caps it at net.core.somaxconn
+# (4096 since 5.4). hypercorn's default of 100 drops a burst of connects beyond it, and a client
+# whose SYN is dropped retries only after 1 s (RFC 6298's initial RTO): bench/ saw those stalls.
+LISTEN_BACKLOG = 4096
 
 
 class _GuardedTCPServer(TCPServer):
@@ -169,6 +173,7 @@ def hypercorn_config(config: ProxyConfig, *, reuse_port: bool = False) -> Hyperc
     hc.h11_max_incomplete_size = MAX_HEADER_BYTES  # a head trickled in slowly (see asgi)
     hc.websocket_max_message_size = settings.ws_max_message_bytes
     hc.include_server_header = False
+    hc.backlog = LISTEN_BACKLOG
     # hypercorn sets SO_REUSEPORT on the listening socket when it is told of several workers:
     # that is how `trioproxy --workers N` processes share one port (the kernel spreads accepts).
     hc.workers = 2 if reuse_port else 1
