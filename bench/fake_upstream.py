@@ -13,10 +13,16 @@ What it answers (keep-alive, HTTP/1.1, no h11 so that the fake costs as little C
     `stream`, one non-streaming Messages JSON body (Content-Length).
   - `bench-hold-{ID}`: a stream that sends its first delta and then holds; it records the
     `time.monotonic()` at which the client closed the connection (EOF or reset) under ID.
+  - `bench-slow-{MS}`: a slow stream held open until the client leaves: the start events and a
+    first delta at once, then one delta every MS milliseconds (for at most 10 minutes, then the
+    normal end and the connection closes). A client's EOF is noticed at once (a second task
+    reads), not at the next delta. Used to measure memory per open stream.
 - `GET /_close/{ID}`: waits up to 5 s for that close and answers `{"closed_at": t}` (or 404).
   `time.monotonic()` is CLOCK_MONOTONIC, shared by all processes on the machine, so the load
   generator can subtract its own timestamps.
 - `GET /_health`: 200, for readiness polling.
+- `GET /_stats`: `{"accepted": connections accepted since start, "open": connections open now}`
+  (this one included), so the load generator can check how many connections a path really used.
 
 Invariants: requests must carry Content-Length (both h11 clients used here do); anything else
 malformed closes the connection. Nothing here reads the environment or the clock except
@@ -36,6 +42,8 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _KNOBS = re.compile(r"bench-s(\d+)-d(\d+)")
 _HOLD = re.compile(r"bench-hold-(\w+)")
+_SLOW = re.compile(r"bench-slow-(\d+)")
+_SLOW_MAX_S = 600
 _MAX_HEAD = 64 * 1024
 
 
@@ -137,6 +145,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.closes: dict[str, float] = {}
         self._close_events: dict[str, trio.Event] = {}
+        self.accepted = 0
+        self.open = 0
 
     def _event_for(self, hold_id: str) -> trio.Event:
         event = self._close_events.get(hold_id)
@@ -145,6 +155,8 @@ class FakeUpstream:
         return event
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        self.open += 1
         buf = bytearray()
         try:
             while True:
@@ -183,6 +195,7 @@ class FakeUpstream:
         except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
             return
         finally:
+            self.open -= 1
             await trio.aclose_forcefully(stream)
 
     async def _dispatch(
@@ -194,6 +207,10 @@ class FakeUpstream:
             hold = _HOLD.fullmatch(model)
             if hold is not None:
                 await self._hold(stream, model, hold.group(1))
+                return False
+            slow = _SLOW.fullmatch(model)
+            if slow is not None:
+                await self._slow(stream, model, int(slow.group(1)))
                 return False
             knobs = _KNOBS.fullmatch(model)
             chunks, delay_ms = (int(knobs.group(1)), int(knobs.group(2))) if knobs else (20, 0)
@@ -217,11 +234,38 @@ class FakeUpstream:
             else:
                 await stream.send_all(_json_response(404, {"error": "no close seen"}))
             return True
+        if method == "GET" and target == "/_stats":
+            stats = {"accepted": self.accepted, "open": self.open}
+            await stream.send_all(_json_response(200, stats))
+            return True
         if method == "GET" and target == "/_health":
             await stream.send_all(_json_response(200, {"ok": True}))
             return True
         await stream.send_all(_json_response(404, {"error": f"no route {method} {target}"}))
         return True
+
+    async def _slow(self, stream: trio.SocketStream, model: str, interval_ms: int) -> None:
+        async def send(cancel: trio.CancelScope) -> None:
+            interval = max(interval_ms, 1) / 1000
+            deltas = 1 + int(_SLOW_MAX_S / interval)
+            try:
+                await stream.send_all(_STREAM_HEAD + _stream_start(model) + _DELTA)
+                for _ in range(deltas - 1):
+                    await trio.sleep(interval)
+                    await stream.send_all(_DELTA)
+                await stream.send_all(_stream_end(deltas))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client left
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, nursery.cancel_scope)
+            try:
+                while await stream.receive_some(65536):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            nursery.cancel_scope.cancel()  # the client left: stop sending
 
     async def _hold(self, stream: trio.SocketStream, model: str, hold_id: str) -> None:
         await stream.send_all(_STREAM_HEAD + _stream_start(model) + _DELTA)

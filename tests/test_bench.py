@@ -1,0 +1,59 @@
+"""The benchmark harness runs end to end: `bench/run.py --smoke` (every scenario, tiny counts).
+
+Only completeness is checked (exit status, every scenario in the JSON, a table row for each), never
+a timing: this runs on slow, noisy machines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# scenario -> a fragment of the table row it must print
+SCENARIO_ROWS = {
+    "startup": "| time to ready after start (ms) |",
+    "nonstream_c1": "| non-streaming c=1: req/s |",
+    "nonstream_c32": "| non-streaming c=32: req/s |",
+    "nonstream_c256": "| non-streaming c=256: req/s |",
+    "stream_ttfb_c1": "| streaming time to first data byte p50, c=1 (ms) |",
+    "stream_c32_20x10ms": "| 32 concurrent streams, 20 chunks 10 ms apart: streams/s |",
+    "stream_2000_unpaced": "| 2000-chunk stream unpaced, one at a time: duration p50 (ms) |",
+    "stream_2000_unpaced_c32": " concurrent 2000-chunk streams unpaced: chunks/s, all streams |",
+    "cancel_to_upstream_eof": "| client disconnect -> upstream EOF p50 (ms) |",
+    "memory_slow_small": "| {small} slow streams open: RSS (MiB; direct = the fake's) |",
+    "memory_slow_large": "| {large} slow streams open: RSS (MiB; direct = the fake's) |",
+}
+
+
+def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads((tmp_path / "latest.json").read_text())
+    assert out["mode"] == "smoke"
+    assert out["omitted"] == {}
+    assert set(SCENARIO_ROWS) <= set(out["results"])
+    assert out["calibration"]["python_loop_1e6_ints_ms"] > 0
+    sizes = {"small": out["sizes"]["memory_small"], "large": out["sizes"]["memory_large"]}
+    for scenario, fragment in SCENARIO_ROWS.items():
+        assert fragment.format(**sizes) in done.stdout, scenario
+    for name in ("memory_slow_small", "memory_slow_large"):
+        memory = out["results"][name]
+        for path in ("direct", "proxy"):
+            # every stream asked for was open when the RSS was read: no figure from fewer
+            assert memory[path]["open"] == memory["streams"], (name, path, memory[path])
+            assert memory[path]["open_at_measurement"] == memory["streams"], (name, path)
+            assert memory[path]["failed"] == {}
+    assert "machine speed:" in done.stdout
+    # the plot is optional (matplotlib is a bench extra): drawn, or one line saying why not
+    assert (tmp_path / "latest.png").exists() or "no plot: matplotlib" in done.stdout
