@@ -565,8 +565,18 @@ class _SSEWriter:
 
     async def emit(self, chunks: list[Chunk]) -> None:
         data = b"".join(framing.sse_event(item) for item in chunks)
-        async with self._lock:
+        if self._lock.locked():  # the keep-alive ticker is writing: wait for it
+            async with self._lock:
+                await self._write(data)
+            return
+        # Free (nearly always): take it without `acquire()`'s scheduler round trip, which would
+        # cost every chunk a pass through trio's run loop. The engine calls us right after an
+        # upstream read, itself a checkpoint.
+        self._lock.acquire_nowait()
+        try:
             await self._write(data)
+        finally:
+            self._lock.release()
 
     async def keepalive(self) -> None:
         async with self._lock:
