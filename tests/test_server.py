@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -366,3 +367,24 @@ def test_the_listen_backlog_holds_a_burst_of_connects() -> None:
     # hypercorn's default (100) drops connects beyond it in a burst; each dropped SYN costs the
     # client a 1 s retransmission (seen in bench/ at 256 concurrent clients).
     assert hypercorn_config(config_from(DEMO_INI)).backlog == LISTEN_BACKLOG >= 1024
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_a_keep_alive_connection_the_client_closed_is_closed_at_once(demo_url: str) -> None:
+    # hypercorn 0.18 keeps an idle connection's handler, and its socket, until keep_alive_timeout
+    # (75 s) even after the client closed it; clients that connect per request would pile them up.
+    port = int(demo_url.rsplit(":", 1)[1])
+    before = _open_descriptors()
+    for _ in range(5):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await client.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await client.receive_some(65536)).startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.05)  # the server has recycled the connection: it is idle
+        await client.aclose()
+    with trio.fail_after(5):  # a count of the OS's, with no event to wait on: poll it
+        while _open_descriptors() > before:  # noqa: ASYNC110
+            await trio.sleep(0.02)

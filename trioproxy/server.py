@@ -10,6 +10,8 @@ Why our own loop instead of `hypercorn.trio.serve` (hypercorn is pinned to 0.18.
 - hypercorn's `protocol_send` shields `send_all` with no deadline, so a client that stops reading
   pins its stream, and shutdown, forever. Ours gives every write `write_timeout` seconds; past that
   the connection is closed, the app sees `http.disconnect`, and the stream's pump cancels upstream.
+- hypercorn leaves an idle keep-alive connection's timer running after the client closed it, and
+  with it the handler and the socket, for `keep_alive_timeout`; ours stops it when reading ends.
 - Graceful shutdown in our order: stop accepting, let requests in flight finish for
   `drain_timeout`, then end the rest with a `server_shutdown` error chunk (not a cut connection).
 - No lifespan round-trip is needed: we own the app (a lifespan app that returns early crashes
@@ -68,6 +70,16 @@ class _GuardedTCPServer(TCPServer):
             logger.warning("a client connection failed inside hypercorn; closed it", exc_info=True)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            # The client closed (or reading failed): the connection is over. hypercorn 0.18 leaves
+            # its keep-alive timer running on an idle connection, and its handler, and so the
+            # socket, until `keep_alive_timeout` (75 s here): a client opening a connection per
+            # request would pile up descriptors at its request rate x 75.
+            await self.idle_task.stop()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
