@@ -388,3 +388,62 @@ async def test_a_keep_alive_connection_the_client_closed_is_closed_at_once(demo_
     with trio.fail_after(5):  # a count of the OS's, with no event to wait on: poll it
         while _open_descriptors() > before:  # noqa: ASYNC110
             await trio.sleep(0.02)
+
+
+async def _get(stream: trio.SocketStream, path: bytes = b"/health") -> bytes:
+    await stream.send_all(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = await stream.receive_some(65536)
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    return reply
+
+
+async def test_keep_alive_timeout_closes_only_idle_time_and_moves_with_each_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trioproxy import server as server_module
+
+    monkeypatch.setattr(server_module, "KEEP_ALIVE_TIMEOUT", 0.5)
+    config = config_from(DEMO_INI.replace("demo_delay = 0", "demo_delay = 0.05"))
+    async with trio.open_nursery() as nursery:
+        url = (await nursery.start(partial(serve, config)))[0]
+        stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        # requests 0.3 s apart: each one re-arms the timer, so 1.2 s in all is fine
+        for _ in range(4):
+            await _get(stream)
+            await trio.sleep(0.3)
+        # a stream that lasts longer than the timeout is never cut by it (~1.5 s)
+        body = json.dumps(
+            {"model": "demo", "stream": True, "max_tokens": 30, "messages": HELLO}
+        ).encode()
+        await stream.send_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        with trio.fail_after(10):
+            while b"data: [DONE]" not in received:
+                received += await stream.receive_some(65536)
+        idle_from = trio.current_time()
+        with trio.fail_after(5):
+            rest = await stream.receive_some(65536)
+            while rest and not rest.endswith(b"0\r\n\r\n"):  # the chunked body's last bytes
+                rest = await stream.receive_some(65536)
+            assert await stream.receive_some(65536) == b"", "closed once idle"
+        assert trio.current_time() - idle_from >= 0.4
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_closes_idle_keep_alive_connections_at_once() -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = (
+            await nursery.start(partial(serve, config_from(DEMO_INI), shutdown_trigger=stop.wait))
+        )[0]
+        stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        await _get(stream)
+        stop.set()
+        with trio.fail_after(2):  # not keep_alive_timeout (75 s)
+            assert await stream.receive_some(65536) == b""
+        await stream.aclose()

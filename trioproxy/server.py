@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from hypercorn.events import Event
+    from hypercorn.trio.task_group import TaskGroup
 
     from trioproxy.config_types import ProxyConfig
 
@@ -53,6 +55,71 @@ SHUTDOWN_GRACE = 2.0
 # (4096 since 5.4). hypercorn's default of 100 drops a burst of connects beyond it, and a client
 # whose SYN is dropped retries only after 1 s (RFC 6298's initial RTO): bench/ saw those stalls.
 LISTEN_BACKLOG = 4096
+# Seconds an idle keep-alive connection is kept: longer than common load balancers' idle timeout
+# (60 s), so that they, not we, close it (no request is ever sent on a connection we just closed).
+KEEP_ALIVE_TIMEOUT = 75.0
+
+
+class _KeepAliveTimer:
+    """hypercorn's keep-alive timeout (the `idle_task` of its TCPServer), one task per connection.
+
+    hypercorn calls `stop()` when a request starts and `restart()` when the connection is idle
+    again. Its own timer does each under a lock and starts a fresh task (`nursery.start`) every
+    time: a task and three scheduler round trips per request. Here one task per connection waits
+    under a cancel scope whose deadline those calls move (a trio deadline may change while its
+    scope waits), and does what hypercorn's would when it fires: close the idle connection after
+    `keep_alive_timeout`, or at once when the server terminates.
+    """
+
+    def __init__(self, server: _GuardedTCPServer) -> None:
+        self._server = server
+        self._deadline = math.inf  # when the idle connection times out; inf while serving
+        self._waiting: trio.CancelScope | None = None
+        self._became_idle: trio.Event | None = None
+        self._task: trio.CancelScope | None = None
+        self._closed = False
+
+    async def restart(self, task_group: TaskGroup, action: object) -> None:
+        """The connection is idle from now (hypercorn passes its timeout handler; ours does that
+        work, see `_watch`)."""
+        self._move(trio.current_time() + self._server.config.keep_alive_timeout)
+        if self._became_idle is not None:
+            self._became_idle.set()
+        if self._task is None and not self._closed:
+            self._task = trio.CancelScope()
+            task_group.spawn(self._watch, self._task)
+
+    async def stop(self) -> None:
+        """A request is being served: no timeout until `restart`."""
+        self._move(math.inf)
+
+    def close(self) -> None:
+        """The connection is over: end the task."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _move(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._waiting is not None:
+            self._waiting.deadline = deadline
+
+    async def _watch(self, task: trio.CancelScope) -> None:
+        terminated = self._server.context.terminated
+        with task:
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as self._waiting:
+                    await terminated.wait()
+                self._waiting = None
+                if self._deadline != math.inf:
+                    break  # idle: for keep_alive_timeout, or while the server terminates
+                # Terminating while a request is served: hypercorn closes the connection once
+                # the response is done; should it stay open, close it when it is idle.
+                self._became_idle = trio.Event()
+                await self._became_idle.wait()
+                self._became_idle = None
+            with trio.CancelScope(shield=True):
+                await self._server._initiate_server_close()
 
 
 class _GuardedTCPServer(TCPServer):
@@ -62,6 +129,11 @@ class _GuardedTCPServer(TCPServer):
     write_timeout: float = 30.0
     # The stdlib socket under `self.stream` (the same object trio wraps), set by `_accept_loop`.
     raw_socket: socket.socket | None = None
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.keep_alive = _KeepAliveTimer(self)
+        self.idle_task = self.keep_alive  # type: ignore[assignment]  # duck-typed stand-in
 
     async def run(self) -> None:
         try:
@@ -79,7 +151,7 @@ class _GuardedTCPServer(TCPServer):
             # its keep-alive timer running on an idle connection, and its handler, and so the
             # socket, until `keep_alive_timeout` (75 s here): a client opening a connection per
             # request would pile up descriptors at its request rate x 75.
-            await self.idle_task.stop()
+            self.keep_alive.close()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -181,7 +253,7 @@ def hypercorn_config(config: ProxyConfig, *, reuse_port: bool = False) -> Hyperc
     hc.graceful_timeout = settings.drain_timeout + SHUTDOWN_GRACE
     hc.errorlog = logging.getLogger("trioproxy.hypercorn")
     hc.accesslog = None
-    hc.keep_alive_timeout = 75  # seconds; longer than common load balancer idle timeouts (60 s)
+    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     hc.h11_max_incomplete_size = MAX_HEADER_BYTES  # a head trickled in slowly (see asgi)
     hc.websocket_max_message_size = settings.ws_max_message_bytes
     hc.include_server_header = False
