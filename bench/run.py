@@ -623,6 +623,45 @@ class Bench:
                     f"bench-s{PACED_CHUNKS}-d10", size["paced_streams"], 32, PACED_CHUNKS
                 ),
             )
+
+            async def relay_floor() -> dict[str, Any]:
+                """The paced streams again, through a bare trio TCP relay (bench/relay.py) in
+                front of the fake: its CPU per chunk is the floor of relaying one chunk."""
+                port = free_port()
+                relay = await trio.lowlevel.open_process(
+                    [
+                        sys.executable,
+                        str(ROOT / "bench" / "relay.py"),
+                        "--port",
+                        str(port),
+                        "--upstream-port",
+                        fake_base.rsplit(":", 1)[1],
+                    ],
+                    env=self.env,
+                )
+                self.procs.append(relay)
+                try:
+                    relay_base = f"http://127.0.0.1:{port}"
+                    await wait_ready(client, relay_base + "/_health", time.monotonic() + 20)
+                    target = Target("relay", relay_base, proxied=False)
+                    await run_load(client, target, "bench-s5-d0", True, 20, 4)  # warm-up
+                    count = size["paced_streams"]
+                    before, fake_before = cpu_seconds(relay.pid), cpu_seconds(fake.pid)
+                    result = await run_load(
+                        client, target, f"bench-s{PACED_CHUNKS}-d10", True, count, 32
+                    )
+                    chunks = count * PACED_CHUNKS
+                    result["relay_cpu_us_per_chunk"] = (
+                        (cpu_seconds(relay.pid) - before) * 1e6 / chunks
+                    )
+                    result["fake_cpu_us_per_chunk"] = (
+                        (cpu_seconds(fake.pid) - fake_before) * 1e6 / chunks
+                    )
+                    return result
+                finally:
+                    await self.stop([relay])
+
+            await self.scenario("relay_floor_c32_20x10ms", 40, relay_floor)
             await self.scenario(
                 "stream_2000_unpaced",
                 40,
@@ -757,6 +796,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
             p["proxy_cpu_us_per_chunk"],
             d["fake_cpu_us_per_chunk"],
             1,
+        )
+    s = r.get("relay_floor_c32_20x10ms")
+    if s:
+        add(
+            "  same streams through a bare trio TCP relay (bench/relay.py, no parsing): relay CPU"
+            " per relayed chunk (µs; direct = the fake's)",
+            s["relay_cpu_us_per_chunk"],
+            s["fake_cpu_us_per_chunk"],
+            1,
+            "bare trio relay, same paced streams: CPU per chunk (µs)",
         )
     s = r.get("stream_2000_unpaced")
     if s:

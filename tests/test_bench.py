@@ -21,6 +21,7 @@ SCENARIO_ROWS = {
     "nonstream_c256": "| non-streaming c=256: req/s |",
     "stream_ttfb_c1": "| streaming time to first data byte p50, c=1 (ms) |",
     "stream_c32_20x10ms": "| 32 concurrent streams, 20 chunks 10 ms apart: streams/s |",
+    "relay_floor_c32_20x10ms": "|   same streams through a bare trio TCP relay (bench/relay.py",
     "stream_2000_unpaced": "| 2000-chunk stream unpaced, one at a time: duration p50 (ms) |",
     "stream_2000_unpaced_c32": " concurrent 2000-chunk streams unpaced: chunks/s, all streams |",
     "cancel_to_upstream_eof": "| client disconnect -> upstream EOF p50 (ms) |",
