@@ -123,8 +123,8 @@ class _KeepAliveTimer:
 
 
 class _GuardedTCPServer(TCPServer):
-    """hypercorn's per-connection server with the two guards described in the module docstring,
-    and a direct write path (see `protocol_send`)."""
+    """hypercorn's per-connection server with the guards described in the module docstring, a
+    direct write path (see `protocol_send`) and a cheaper keep-alive timer (`_KeepAliveTimer`)."""
 
     write_timeout: float = 30.0
     # The stdlib socket under `self.stream` (the same object trio wraps), set by `_accept_loop`.
