@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import h11
 import openai
 import pytest
 import trio
@@ -185,10 +187,6 @@ async def test_oversized_request_headers_are_refused_and_the_daemon_keeps_servin
 def _paused_stream_read(port: int, body: bytes, pause: float) -> bytes:
     """POST a streaming request, read nothing for `pause` seconds (so the server's writes back
     up), then read the whole response; return the decoded body."""
-    import time
-
-    import h11
-
     conn = h11.Connection(h11.CLIENT)
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
