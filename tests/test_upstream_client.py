@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 URL = "http://api.example.com/v1/messages"
 ORIGIN = "http://api.example.com:80"
 HEADERS = [("content-type", "application/json"), ("x-api-key", "sk-secret-123")]
+CHUNKED_HEAD = h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
 
 
 # --- the scripted upstream -----------------------------------------------------------------
@@ -69,6 +70,10 @@ class Server:
             assert isinstance(event, h11.Data)
             body += event.data
         return request, body
+
+    def encode(self, *events: h11.Event) -> bytes:
+        """The bytes of `events`, for a test that writes several of them in one write."""
+        return b"".join(self.h11.send(event) or b"" for event in events)
 
     async def send(self, *events: h11.Event) -> None:
         for event in events:
@@ -241,14 +246,8 @@ async def test_chunks_already_received_together_come_out_as_one_piece() -> None:
     async def handler(stream: trio.abc.Stream) -> None:
         server = Server(stream)
         await server.receive_request()
-        head = server.h11.send(
-            h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
-        )
-        burst = b"".join(
-            server.h11.send(h11.Data(data=b"event %d\n" % i)) or b"" for i in range(50)
-        )
-        assert head is not None
-        await stream.send_all(head + burst)  # the head and 50 chunks in one write
+        burst = [h11.Data(data=b"event %d\n" % i) for i in range(50)]
+        await stream.send_all(server.encode(CHUNKED_HEAD, *burst))  # head + 50 chunks, one write
         await server.send(h11.Data(data=b"later"))
         await server.send(h11.EndOfMessage())
         await server.serve_forever()
@@ -267,14 +266,8 @@ async def test_body_end_buffered_with_the_last_chunks_ends_the_body_and_keeps_th
     async def handler(stream: trio.abc.Stream) -> None:
         server = Server(stream)
         await server.receive_request()
-        out = [
-            server.h11.send(
-                h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
-            )
-        ]
-        out += [server.h11.send(h11.Data(data=piece)) for piece in (b"a", b"b", b"c")]
-        out.append(server.h11.send(h11.EndOfMessage()))
-        await stream.send_all(b"".join(part or b"" for part in out))
+        pieces = [h11.Data(data=piece) for piece in (b"a", b"b", b"c")]
+        await stream.send_all(server.encode(CHUNKED_HEAD, *pieces, h11.EndOfMessage()))
         server.h11.start_next_cycle()
         await server.serve_forever(body=b"second")
 
@@ -291,12 +284,8 @@ async def test_malformed_framing_after_buffered_chunks_delivers_the_data_then_fa
     async def handler(stream: trio.abc.Stream) -> None:
         server = Server(stream)
         await server.receive_request()
-        head = server.h11.send(
-            h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")])
-        )
-        good = server.h11.send(h11.Data(data=b"good"))
-        assert head is not None and good is not None
-        await stream.send_all(head + good + b"zz-not-hex\r\n")
+        good = server.encode(CHUNKED_HEAD, h11.Data(data=b"good"))
+        await stream.send_all(good + b"zz-not-hex\r\n")
         await server.expect_eof()
 
     async with upstream(handler) as (client, _):
