@@ -11,7 +11,7 @@ import trio
 
 from tests.conftest import DEMO_INI, ASGIClient, config_from, make_client
 from tests.support import assert_stream_contract, sse_payloads
-from trioproxy.proxy import Outcome
+from trioproxy.record import Outcome
 
 if TYPE_CHECKING:
     from trioproxy.upstream import HTTPClient
@@ -212,7 +212,7 @@ async def test_oversized_headers_get_431(demo_client: ASGIClient) -> None:
 
 async def test_a_request_arriving_after_expiry_is_ended_by_shutdown_at_once() -> None:
     from trioproxy.asgi import Shutdown
-    from trioproxy.proxy import RequestRecord
+    from trioproxy.record import RequestRecord
 
     shutdown = Shutdown()
     shutdown.expire()

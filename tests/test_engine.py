@@ -301,7 +301,7 @@ def test_credentials_can_never_be_forwarded() -> None:
 async def test_shutdown_expiry_answers_a_waiting_non_streaming_request_with_503(
     http_client: HTTPClient,
 ) -> None:
-    from trioproxy.proxy import Outcome
+    from trioproxy.record import Outcome
 
     # the upstream sends its head, then holds the body
     fake = FakeUpstream(Reply(headers=[("content-type", "application/json")], body=[None]))

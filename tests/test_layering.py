@@ -19,11 +19,12 @@ PURE = [
     "limits",
     "validate",
     "translate",
+    "record",
 ]
 IO_LIBS = {"trio", "h11", "hypercorn", "wsproto", "trio_websocket", "socket", "ssl", "asyncio"}
 IO_MODULES = {
     "trioproxy." + name
-    for name in ("upstream", "proxy", "asgi", "server", "cli", "embed", "websocket")
+    for name in ("upstream", "engine", "asgi", "server", "cli", "embed", "websocket")
 }
 
 

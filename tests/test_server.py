@@ -120,7 +120,7 @@ async def test_garbage_request_line_gets_400_and_the_daemon_keeps_serving(demo_u
 
 async def test_a_client_that_stops_reading_is_cancelled_after_the_write_deadline() -> None:
     from trioproxy.asgi import ProxyApp
-    from trioproxy.proxy import Outcome
+    from trioproxy.record import Outcome
     from trioproxy.upstream import HTTPClient
 
     ini = DEMO_INI.replace("[proxy]", "[proxy]\nwrite_timeout = 0.5")

@@ -225,7 +225,7 @@ async def test_client_vanishing_mid_stream_closes_every_upstream(harness: Harnes
 
 async def test_shutdown_expiry_ends_a_running_request_with_server_shutdown() -> None:
     from trioproxy.asgi import ProxyApp
-    from trioproxy.proxy import Outcome
+    from trioproxy.record import Outcome
     from trioproxy.upstream import HTTPClient
 
     fake = FakeUpstream(Reply(body=[HEAD, None]))  # the stream starts, then the upstream holds

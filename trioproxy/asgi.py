@@ -27,6 +27,7 @@ import trio
 from trioproxy import framing
 from trioproxy._version import __version__
 from trioproxy.auth import Authenticator, key_from_headers
+from trioproxy.engine import Engine
 from trioproxy.errors import (
     AuthError,
     ClientError,
@@ -36,8 +37,8 @@ from trioproxy.errors import (
 )
 from trioproxy.limits import KeyLimiter
 from trioproxy.logs import log_access
-from trioproxy.metrics import CONTENT_TYPE, Metrics, RequestSample
-from trioproxy.proxy import Engine, Outcome, RequestRecord
+from trioproxy.metrics import CONTENT_TYPE, Metrics
+from trioproxy.record import Outcome, RequestRecord, request_sample
 from trioproxy.validate import RequestLimits, parse_json_body, validate_chat_request
 
 if TYPE_CHECKING:
@@ -427,23 +428,7 @@ class ProxyApp:
         if record.outcome is None:
             record.outcome = Outcome.CLIENT_CANCELLED if record.status == 0 else Outcome.COMPLETED
         log_access(record)
-        usage = record.usage or {}
-        self.metrics.observe_request(
-            RequestSample(
-                model=record.model,
-                upstream=record.upstream,
-                key=record.key_name,
-                outcome=record.outcome.value,
-                status=record.status,
-                stream=record.stream,
-                ttfb=None if record.first_byte is None else record.first_byte - record.started,
-                duration=record.ended - record.started,
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-                retries=record.retries,
-                error_code=record.error_code,
-            )
-        )
+        self.metrics.observe_request(request_sample(record))
         for hook in self.on_finish:
             hook(record)
 

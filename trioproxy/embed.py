@@ -22,7 +22,7 @@ import trio
 from trioproxy.asgi import ProxyApp
 from trioproxy.auth import ANONYMOUS
 from trioproxy.errors import ProxyError, ServerShutdown
-from trioproxy.proxy import Outcome, RequestRecord
+from trioproxy.record import Outcome, RequestRecord
 from trioproxy.server import serve
 from trioproxy.translate.base import Chunk
 from trioproxy.upstream import HTTPClient

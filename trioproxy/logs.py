@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trioproxy.proxy import RequestRecord
+    from trioproxy.record import RequestRecord
 
 __all__ = ["access_fields", "configure_logging", "log_access"]
 

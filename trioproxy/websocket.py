@@ -28,13 +28,13 @@ import trio
 from trioproxy import framing
 from trioproxy.auth import key_from_headers
 from trioproxy.errors import ClientError, ProxyError, RateLimited, ServerShutdown
-from trioproxy.proxy import Outcome, RequestRecord
+from trioproxy.record import Outcome, RequestRecord
 from trioproxy.validate import validate_chat_request
 
 if TYPE_CHECKING:
     from trioproxy.asgi import ProxyApp, Receive, Scope, Send
     from trioproxy.config_types import ClientKey
-    from trioproxy.proxy import Engine
+    from trioproxy.engine import Engine
     from trioproxy.translate.base import Chunk
 
 __all__ = ["SUBPROTOCOL", "serve_websocket"]

@@ -16,24 +16,16 @@ Invariants:
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioproxy.errors import (
-    ClientError,
-    ProxyError,
-    ServerShutdown,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from trioproxy.errors import ProxyError, UpstreamError, UpstreamUnavailable
 from trioproxy.routing import Router
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
@@ -45,12 +37,13 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from trioproxy.config_types import ClientKey, ProxyConfig, UpstreamConfig
+    from trioproxy.record import RequestRecord
     from trioproxy.routing import Candidate
     from trioproxy.translate.base import Chunk, Dialect, StreamMeta, UpstreamRequest
 
     Emit = Callable[[list[Chunk]], Awaitable[None]]
 
-__all__ = ["Engine", "Outcome", "RequestRecord"]
+__all__ = ["Engine"]
 
 logger = logging.getLogger("trioproxy")
 
@@ -60,51 +53,6 @@ MAX_ERROR_BODY = 1 << 20
 MAX_RESPONSE_BODY = 32 << 20
 BACKOFF_BASE = 0.5  # seconds; doubled per attempt, as the OpenAI SDKs do (0.5 s -> 8 s)
 BACKOFF_MAX = 8.0
-
-
-class Outcome(enum.Enum):
-    """How a request ended: exactly one per request, for logs and metrics."""
-
-    COMPLETED = "completed"
-    CLIENT_CANCELLED = "client_cancelled"
-    UPSTREAM_ERROR = "upstream_error"
-    TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
-    REJECTED = "rejected"  # a client fault: bad request, bad key, unknown model, over a limit
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What one request did; filled in as it goes, logged and counted when it ends."""
-
-    request_id: str
-    started: float  # trio.current_time()
-    key_name: str = "-"
-    model: str = "-"
-    upstream: str = "-"
-    stream: bool = False
-    status: int = 0
-    outcome: Outcome | None = None
-    error_code: str | None = None
-    first_byte: float | None = None  # trio.current_time() of the first chunk
-    ended: float | None = None
-    retries: int = 0
-    usage: dict[str, Any] | None = None
-    attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
-    # The client's request headers (lower-case), for upstreams' `forward_headers`; never logged.
-    client_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    def fail(self, exc: ProxyError) -> None:
-        """Record how `exc` ended the request: the one outcome classification for every face."""
-        self.error_code = exc.code
-        if isinstance(exc, ClientError):
-            self.outcome = Outcome.REJECTED
-        elif isinstance(exc, UpstreamTimeout):
-            self.outcome = Outcome.TIMEOUT
-        elif isinstance(exc, ServerShutdown):
-            self.outcome = Outcome.SHUTDOWN
-        else:
-            self.outcome = Outcome.UPSTREAM_ERROR
 
 
 def new_completion_id() -> str:
