@@ -16,8 +16,11 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import logging
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioproxy.errors import ProxyError, UpstreamError, UpstreamUnavailable
+from trioproxy.errors import (
+    ProxyError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailable,
+)
+from trioproxy.logs import log_value
 from trioproxy.routing import Router
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
@@ -78,10 +88,6 @@ def make_dialect(upstream: UpstreamConfig) -> Dialect | None:
             return ChatDialect()
         case _:
             return None  # demo
-
-
-def _is_json(headers: tuple[tuple[str, str], ...]) -> bool:
-    return any(name == "content-type" and "json" in value for name, value in headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +146,20 @@ class Engine:
     # -- streaming -----------------------------------------------------------------------------
 
     async def run_stream(
-        self, body: dict[str, Any], key: ClientKey, record: RequestRecord, emit: Emit
+        self,
+        body: dict[str, Any],
+        key: ClientKey,
+        record: RequestRecord,
+        emit: Emit,
+        *,
+        on_accept: Callable[[], None] | None = None,
     ) -> None:
         """Stream the answer to `body` through `emit`; raise `ProxyError` on failure.
+
+        `on_accept()` is called once, when the first upstream answers with a success status and
+        an event stream (before its first event is read; for the demo upstream, right before
+        its first chunk): the face may commit its response headers from then on, never before
+        (docs/streaming.md "When the headers are sent"). Nothing is emitted before it.
 
         Before the first `emit`, upstream failures are retried and failed over; after it, they
         propagate at once (the face turns them into the error chunk).
@@ -150,16 +167,25 @@ class Engine:
         route = self.router.route(body["model"], key)
         meta = self.meta(body)
         emitted = False
+        accepted = False
+
+        def accept() -> None:
+            nonlocal accepted
+            if not accepted:
+                accepted = True
+                if on_accept is not None:
+                    on_accept()
 
         async def emit_once_started(chunks: list[Chunk]) -> None:
             nonlocal emitted
             if not emitted:
                 emitted = True
+                accept()  # a no-op unless a path forgot to accept first
                 record.first_byte = trio.current_time()
             await emit(chunks)
 
         async def attempt(candidate: Candidate) -> None:
-            await self._stream_from(candidate, body, meta, record, emit_once_started)
+            await self._stream_from(candidate, body, meta, record, emit_once_started, accept)
 
         await self._with_failover(route.candidates, record, attempt, lambda: emitted)
 
@@ -170,27 +196,35 @@ class Engine:
         meta: StreamMeta,
         record: RequestRecord,
         emit: Emit,
+        accept: Callable[[], None],
     ) -> None:
         upstream = candidate.upstream
+        meta = _reported(meta, candidate)
         if upstream.type == "demo":
             reply = DemoReply(body, meta)
             for index, chunks in enumerate(reply.chunks()):
                 if index:
                     await trio.sleep(upstream.demo_delay)
+                else:
+                    accept()
                 await emit(chunks)
             record.usage = reply.usage
             return
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
         async with self._open(upstream, dialect, request, record) as resp:
-            if not 200 <= resp.status < 300:
-                raw = await resp.aread(MAX_ERROR_BODY)
-                raise dialect.translate_error(resp.status, resp.headers, raw)
-            if _is_json(resp.headers):
+            await _check_status(resp, dialect, record)
+            kind = _content_type(resp.headers)
+            if "json" in kind:
                 # Some OpenAI-compatible servers answer a streaming request with a JSON error
                 # and status 200; never relay that as an empty success (MAPPING.md H.5).
                 raw = await resp.aread(MAX_ERROR_BODY)
-                raise dialect.translate_error(502, resp.headers, raw)
+                raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
+            if kind and kind != "text/event-stream":
+                raise UpstreamProtocolError(
+                    f"upstream answered a streaming request with {kind}, not text/event-stream"
+                )
+            accept()
             decoder = SSEDecoder()
             translator = dialect.stream_translator(meta)
             try:
@@ -244,6 +278,7 @@ class Engine:
         self, candidate: Candidate, body: dict[str, Any], meta: StreamMeta, record: RequestRecord
     ) -> dict[str, Any]:
         upstream = candidate.upstream
+        meta = _reported(meta, candidate)
         if upstream.type == "demo":
             reply = DemoReply(body, meta)
             acc = CompletionAccumulator()
@@ -257,9 +292,7 @@ class Engine:
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
         async with self._open(upstream, dialect, request, record) as resp:
-            if not 200 <= resp.status < 300:
-                raw = await resp.aread(MAX_ERROR_BODY)
-                raise dialect.translate_error(resp.status, resp.headers, raw)
+            await _check_status(resp, dialect, record)
             raw = await resp.aread(MAX_RESPONSE_BODY)
         completion = dialect.translate_response(raw, meta)
         usage = completion.get("usage")
@@ -310,8 +343,12 @@ class Engine:
     ) -> None:
         """Try each candidate in order, retrying retryable upstream errors with backoff.
 
-        Honours `retry-after` / `retry-after-ms` within the upstream's `retry_max_wait` budget;
-        a wait longer than what is left of the budget moves on to the next upstream instead.
+        Every wait comes out of the upstream's `retry_max_wait` budget, and no wait is longer
+        than what is left of it: a `retry-after` / `retry-after-ms` beyond it is not slept, the
+        next candidate is tried at once, and when none is left the last upstream error is
+        raised with its headers (`retry-after`, `x-should-retry`), so the client's SDK makes
+        the decision (docs/streaming.md "Retries and failover"). Every retry and every give-up
+        is logged (logger `trioproxy`, info) and recorded with its reason for the metrics.
         """
         last: ProxyError | None = None
         for candidate in candidates:
@@ -325,26 +362,33 @@ class Engine:
                     return
                 except UpstreamError as exc:
                     record.attempts.append(f"{upstream.name}:{exc.status}")
-                    if started() or not exc.retryable:
-                        raise
                     last = exc
-                    delay = self._backoff(tries, exc)
-                    if tries >= upstream.max_retries or delay > budget:
+                    delay, giveup = self._next_wait(tries, exc, budget, upstream, started())
+                    if giveup is not None:
+                        record.giveups.append((upstream.name, giveup.value))
                         logger.info(
-                            "upstream %s failed (%s); trying the next upstream if any",
+                            "request %s: giving up on upstream %s (%s) after %s",
+                            log_value(record.request_id),
                             upstream.name,
-                            exc.message,
+                            giveup.value,
+                            _describe(exc),
                         )
+                        if giveup in _FINAL:
+                            raise
                         break
                     tries += 1
-                    record.retries += 1
                     budget -= delay
+                    reason = _reason(exc)
+                    record.retries += 1
+                    record.retry_reasons.append((upstream.name, reason))
                     logger.info(
-                        "upstream %s failed (%s); retry %d in %.2fs",
-                        upstream.name,
-                        exc.message,
+                        "request %s: retry %d of upstream %s in %.2fs (%s) after %s",
+                        log_value(record.request_id),
                         tries,
+                        upstream.name,
                         delay,
+                        reason,
+                        _describe(exc),
                     )
                     await trio.sleep(delay)
         if last is None:  # pragma: no cover - routing never returns an empty candidate list
@@ -352,9 +396,107 @@ class Engine:
         raise last
 
     @staticmethod
-    def _backoff(tries: int, exc: UpstreamError) -> float:
+    def _next_wait(
+        tries: int, exc: UpstreamError, budget: float, upstream: UpstreamConfig, started: bool
+    ) -> tuple[float, GiveUp | None]:
+        """The wait before retrying `exc` on the same upstream, or why not to retry it."""
+        if started:
+            return 0.0, GiveUp.STREAM_STARTED
+        if not exc.retryable:
+            return 0.0, GiveUp.NOT_RETRYABLE
+        if _header(exc, "x-should-retry") == "false":
+            # The OpenAI and Anthropic SDKs obey this header before any status rule
+            # (CLIENT_EXPECTATIONS.md §1.4); so does the proxy.
+            return 0.0, GiveUp.SHOULD_NOT_RETRY
+        if tries >= upstream.max_retries:
+            return 0.0, GiveUp.RETRIES_EXHAUSTED
         asked = getattr(exc, "retry_after", None)
         if isinstance(asked, float):
-            return asked
+            if asked > budget:
+                return 0.0, GiveUp.RETRY_AFTER_TOO_LONG
+            return asked, None
         # Full jitter keeps many clients that failed together from retrying together.
-        return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**tries))
+        delay = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**tries))
+        if delay > budget:
+            return 0.0, GiveUp.BUDGET_EXHAUSTED
+        return delay, None
+
+
+class GiveUp(enum.Enum):
+    """Why the engine stopped trying one upstream for one request (a metrics label)."""
+
+    STREAM_STARTED = "stream_started"  # the client has part of an answer: never repeat it
+    NOT_RETRYABLE = "not_retryable"  # a 4xx other than 408/409/429, a bad answer ...
+    SHOULD_NOT_RETRY = "should_not_retry"  # the upstream sent `x-should-retry: false`
+    RETRIES_EXHAUSTED = "retries_exhausted"  # `max_retries` retries were made
+    RETRY_AFTER_TOO_LONG = "retry_after_too_long"  # `retry-after` beyond the budget's rest
+    BUDGET_EXHAUSTED = "budget_exhausted"  # our own backoff would go beyond `retry_max_wait`
+
+
+# Give-ups that end the request: the failure is the client's answer, no other upstream is tried
+# (a client fault would fail the same way anywhere; a started stream cannot restart).
+_FINAL = frozenset({GiveUp.STREAM_STARTED, GiveUp.NOT_RETRYABLE})
+
+
+def _reported(meta: StreamMeta, candidate: Candidate) -> StreamMeta:
+    """`meta` for one candidate. The model every chunk and body reports is the one that
+    answered: the upstream's own id when it names one (the translators take it from the
+    upstream's answer, as OpenAI itself reports `gpt-4o-2024-08-06` for `gpt-4o`), else the
+    upstream model trioproxy asked for (`upstream_model`, by default the name the client sent).
+    docs/streaming.md "The model name"."""
+    return dataclasses.replace(meta, model=candidate.target.upstream_model)
+
+
+def _content_type(headers: tuple[tuple[str, str], ...]) -> str:
+    """The media type of a response, lower-case without parameters; "" when absent."""
+    for name, value in headers:
+        if name == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+# Upstream request ids are opaque tokens (Anthropic `req_011C...`, OpenAI `req_5f3a...`); one
+# that is not a short run of visible ASCII is dropped rather than passed on in a header.
+_UPSTREAM_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_REQUEST_ID_HEADERS = ("request-id", "x-request-id")  # Anthropic's, OpenAI's
+
+
+def upstream_request_id(headers: tuple[tuple[str, str], ...]) -> str | None:
+    """The id the upstream gave its answer (`request-id` or `x-request-id`), or None."""
+    for name, value in headers:
+        if name in _REQUEST_ID_HEADERS and _UPSTREAM_ID.fullmatch(value):
+            return value
+    return None
+
+
+async def _check_status(resp: Response, dialect: Dialect, record: RequestRecord) -> None:
+    """Note the upstream's request id; raise the translated error for a non-2xx answer."""
+    record.upstream_request_id = upstream_request_id(resp.headers)
+    if not 200 <= resp.status < 300:
+        raw = await resp.aread(MAX_ERROR_BODY)
+        raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
+
+
+def _without_request_id(exc: Exception) -> Exception:
+    """`exc` minus any request id header: the client gets one `x-request-id`, the proxy's own;
+    the upstream's travels as `record.upstream_request_id` (`x-upstream-request-id`)."""
+    if isinstance(exc, ProxyError):
+        exc.headers = tuple(
+            (name, value) for name, value in exc.headers if name not in _REQUEST_ID_HEADERS
+        )
+    return exc
+
+
+def _header(exc: ProxyError, name: str) -> str | None:
+    return next((value.strip().lower() for key, value in exc.headers if key == name), None)
+
+
+def _reason(exc: UpstreamError) -> str:
+    """A short, bounded label for a failure: the upstream's status, else our error code."""
+    if isinstance(exc, UpstreamStatusError):
+        return str(exc.upstream_status)
+    return exc.code or type(exc).__name__
+
+
+def _describe(exc: ProxyError) -> str:
+    return f"{exc.status} {log_value(exc.message)}"

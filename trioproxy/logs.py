@@ -4,12 +4,19 @@ Stage: observability at the edge. Standard `logging` underneath (loggers `triopr
 `trioproxy.access`, `trioproxy.upstream`, `trioproxy.hypercorn`), so embedders route them as they
 like; `configure_logging` is only called by the CLI. Log lines never hold a key: records carry the
 key's *name*, and upstream errors are logged by message, which never includes header values.
+
+Log lines cannot be forged: the text access line is `name=value` pairs (logfmt style), and every
+value passes through `log_value`, which escapes control characters (C0, DEL, C1, and U+2028 /
+U+2029, which some viewers break lines on) and quotes a value holding a space, `"` or `=`, so a
+client-chosen model name or request id can neither start a new line nor add a field. The JSON
+format escapes through `json.dumps` (C0 controls as `\\u` escapes).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,9 +24,39 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trioproxy.record import RequestRecord
 
-__all__ = ["access_fields", "configure_logging", "log_access"]
+__all__ = ["access_fields", "configure_logging", "escape_control", "log_access", "log_value"]
 
 access_logger = logging.getLogger("trioproxy.access")
+
+# C0 controls (CR, LF, TAB, ESC ...), DEL, C1 controls (NEL U+0085 ends a line for Python's
+# str.splitlines and some viewers) and the Unicode line / paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def escape_control(text: str) -> str:
+    """`text` with backslashes doubled and control characters written as escapes (`\\n`,
+    `\\x1b`, `\\u2028`): safe to put on one log line."""
+    return _CONTROL.sub(_escape_char, text.replace("\\", "\\\\"))
+
+
+def log_value(value: object) -> str:
+    """One value of the text access line: `-` for None, else escaped, quoted when it holds a
+    space, `"` or `=` (as logfmt does), so it stays one field of one line."""
+    if value is None:
+        return "-"
+    text = escape_control(str(value))
+    if not text or _NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
 
 
 class JSONFormatter(logging.Formatter):
@@ -63,6 +100,7 @@ def access_fields(record: RequestRecord) -> dict[str, Any]:
     usage = record.usage or {}
     return {
         "request_id": record.request_id,
+        "upstream_request_id": record.upstream_request_id,
         "key": record.key_name,
         "model": record.model,
         "upstream": record.upstream,
@@ -82,5 +120,5 @@ def log_access(record: RequestRecord) -> None:
     if not access_logger.isEnabledFor(logging.INFO):
         return
     fields = access_fields(record)
-    text = " ".join(f"{k}={'-' if v is None else v}" for k, v in fields.items())
+    text = " ".join(f"{k}={log_value(v)}" for k, v in fields.items())
     access_logger.info("%s", text, extra={"access": fields})

@@ -46,6 +46,9 @@ class RequestSample:
     output_tokens: int
     retries: int
     error_code: str | None
+    # (upstream, reason) per retry and per give-up (RequestRecord.retry_reasons / .giveups)
+    retry_reasons: tuple[tuple[str, str], ...] = ()
+    giveups: tuple[tuple[str, str], ...] = ()
 
 
 def _escape(value: str) -> str:
@@ -87,7 +90,12 @@ class Metrics:
         self._help = {
             "trioproxy_requests_total": "Requests finished, by model/upstream/key/outcome/status.",
             "trioproxy_tokens_total": "Tokens reported by upstreams, by model and direction.",
-            "trioproxy_upstream_retries_total": "Retries before the first byte, by upstream.",
+            "trioproxy_upstream_retries_total": (
+                "Retries before the first byte, by upstream and the failure retried."
+            ),
+            "trioproxy_upstream_giveups_total": (
+                "Upstreams the proxy stopped trying for a request, by upstream and reason."
+            ),
             "trioproxy_upstream_errors_total": "Requests that ended in an upstream error, by code.",
             "trioproxy_time_to_first_byte_seconds": "Seconds from request to first chunk.",
             "trioproxy_request_duration_seconds": "Seconds from request to its end.",
@@ -121,9 +129,13 @@ class Metrics:
             self._inc(
                 "trioproxy_tokens_total", (*model, ("direction", "output")), sample.output_tokens
             )
-        if sample.retries:
+        for upstream, reason in sample.retry_reasons:
             self._inc(
-                "trioproxy_upstream_retries_total", (("upstream", sample.upstream),), sample.retries
+                "trioproxy_upstream_retries_total", (("upstream", upstream), ("reason", reason))
+            )
+        for upstream, reason in sample.giveups:
+            self._inc(
+                "trioproxy_upstream_giveups_total", (("upstream", upstream), ("reason", reason))
             )
         if sample.outcome in ("upstream_error", "timeout") and sample.error_code:
             self._inc(

@@ -45,6 +45,15 @@ class RequestRecord:
     retries: int = 0
     usage: dict[str, Any] | None = None
     attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
+    # The id the upstream gave its answer (Anthropic's `request-id`, OpenAI's `x-request-id`),
+    # from the last upstream response, success or error: the face sends it as
+    # `x-upstream-request-id` and the access log prints it beside `request_id`.
+    upstream_request_id: str | None = None
+    # (upstream, reason) of every retry and every give-up, in order; for logs and metrics. A
+    # give-up is an upstream the engine stopped trying for this request (reasons in
+    # `engine.GiveUp`); a retry's reason is the failure retried ("529", "upstream_timeout").
+    retry_reasons: list[tuple[str, str]] = field(default_factory=list)
+    giveups: list[tuple[str, str]] = field(default_factory=list)
     # The client's request headers (lower-case), for upstreams' `forward_headers`; never logged.
     client_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -79,4 +88,6 @@ def request_sample(record: RequestRecord) -> RequestSample:
         output_tokens=int(usage.get("completion_tokens") or 0),
         retries=record.retries,
         error_code=record.error_code,
+        retry_reasons=tuple(record.retry_reasons),
+        giveups=tuple(record.giveups),
     )

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trioproxy.errors import ClientError, UntranslatableRequest
+from trioproxy.errors import ClientError, UntranslatableRequest, UpstreamProtocolError
 from trioproxy.translate.base import UpstreamRequest
 from trioproxy.translate.chat_stream import ChatStreamTranslator
 from trioproxy.translate.openai_common import (
     bearer_auth,
     encode_body,
     error_from_body,
-    error_from_object,
+    error_in_success,
     load_body_json,
 )
 
@@ -122,16 +122,34 @@ class ChatDialect:
         return ChatStreamTranslator(meta)
 
     def translate_response(self, body: bytes, meta: StreamMeta) -> JSONObject:
-        """The upstream's `chat.completion`, passed through unchanged (G).
+        """The upstream's `chat.completion`, passed through (G), once it is known to be one.
+
+        `model` is the upstream's (the resolved id, as OpenAI reports it); a body without one
+        gets `meta.model`, the upstream model trioproxy asked for (docs/streaming.md "The model
+        name").
 
         Raises:
-            UpstreamProtocolError: the body is not a JSON object.
-            UpstreamStatusError: the body is an error envelope despite a 2xx status.
+            UpstreamProtocolError: the body is not a JSON object, or has no `choices` array of
+                objects (`{}` from a broken server is never relayed as a success, issue 17).
+            UpstreamStatusError: the body is an error envelope despite a 2xx status (502-class,
+                `error_in_success`).
         """
         completion = load_body_json(body)
         error = completion.get("error")
         if error:
-            raise error_from_object(error)
+            raise error_in_success(error)
+        choices = completion.get("choices")
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(choice, dict) for choice in choices)
+        ):
+            raise UpstreamProtocolError(
+                "upstream answered 200 without a choices array: not a chat.completion"
+            )
+        model = completion.get("model")
+        if not isinstance(model, str) or not model:
+            completion["model"] = meta.model
         return completion
 
     def translate_error(

@@ -34,6 +34,7 @@ __all__ = [
     "encode_body",
     "error_from_body",
     "error_from_object",
+    "error_in_success",
     "error_status",
     "excerpt",
     "is_blank",
@@ -43,9 +44,11 @@ __all__ = [
 ]
 
 # F.1: headers worth forwarding, and their names for the client. `retry-after` / `retry-after-ms`
-# are honoured by the OpenAI SDKs, `x-should-retry` by the OpenAI and Anthropic SDKs, and
-# `x-request-id` is what openai-python exposes as `e.request_id` [S1]. OpenAI sends
-# `x-request-id` itself; some compatible servers send `request-id`.
+# are honoured by the OpenAI SDKs, `x-should-retry` by the OpenAI and Anthropic SDKs. OpenAI
+# sends `x-request-id` itself; some compatible servers send `request-id`. The engine takes the
+# request id out before the client sees the error (the client gets one `x-request-id`, the
+# proxy's, and the upstream's as `x-upstream-request-id`, issue 17); it is kept here so the
+# translated error says everything the upstream said.
 FORWARDED_HEADERS: dict[str, str] = {
     "retry-after": "retry-after",
     "retry-after-ms": "retry-after-ms",
@@ -221,6 +224,21 @@ def error_from_object(
     )
 
 
+def error_in_success(error: Any) -> UpstreamStatusError:
+    """The error for a 2xx body that carries `{"error": ...}` instead of an answer (issue 17).
+
+    The upstream's message, type, param and code reach the client. The status is the one the
+    error object names (`error_status`: 429 for `insufficient_quota`, 400 for
+    `context_length_exceeded`, an integer code such as 503) and 502 when it names none or
+    names 500: the upstream broke HTTP's contract, and docs/errors.md keeps 500 for
+    trioproxy's own bugs. Streaming and non-streaming requests get the same answer.
+    """
+    exc = error_from_object(error)
+    if exc.status == 500:
+        exc.status = 502
+    return exc
+
+
 def error_from_body(
     status: int, headers: tuple[tuple[str, str], ...], raw: bytes
 ) -> UpstreamStatusError:
@@ -231,29 +249,35 @@ def error_from_body(
     `{"message", "type", "code"}` (vLLM) and a one-element list around an envelope (Google's
     OpenAI-compatible endpoint). Anything else gives "upstream answered HTTP <status>" with a
     short excerpt of the body, scrubbed of anything that looks like a key. A status below 400
-    (a 2xx the caller could not use, e.g. JSON where a stream was asked for, H.5) becomes 502.
+    (a 2xx the caller could not use, e.g. JSON where a stream was asked for, H.5) is read as
+    `error_in_success` reads it, or, when the body is no error envelope either, becomes 502
+    `upstream_protocol_error`.
     `retry-after`, `retry-after-ms`, `x-should-retry` and the request id are forwarded.
     """
     client_status = status if status >= 400 else 502
     error = _envelope(raw)
+    if error is not None and status < 400:  # an error envelope with a success status
+        success = error_in_success(error)
+        success.upstream_status = status
+        success.headers = _forwarded(headers)
+        return success
     default_type = _TYPE_OF_STATUS.get(
         client_status, "server_error" if client_status >= 500 else "invalid_request_error"
     )
-    forwarded = tuple(
-        (FORWARDED_HEADERS[name.lower()], value)
-        for name, value in headers
-        if name.lower() in FORWARDED_HEADERS
-    )
+    forwarded = _forwarded(headers)
     if error is None:
         message = f"upstream answered HTTP {status}"
         if text := excerpt(raw):
             message += f": {text}"
+        code = "rate_limit_exceeded" if client_status == 429 else None
+        if status < 400:  # a success status with a body that is neither answer nor error
+            code = "upstream_protocol_error"
         return UpstreamStatusError(
             message,
             upstream_status=status,
             status=client_status,
             error_type=default_type,
-            code="rate_limit_exceeded" if client_status == 429 else None,
+            code=code,
             headers=forwarded,
         )
     kind, param = error.get("type"), error.get("param")
@@ -265,6 +289,14 @@ def error_from_body(
         code=_code(error.get("code")),
         param=param if isinstance(param, str) else None,
         headers=forwarded,
+    )
+
+
+def _forwarded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (FORWARDED_HEADERS[name.lower()], value)
+        for name, value in headers
+        if name.lower() in FORWARDED_HEADERS
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trioproxy.errors import UpstreamProtocolError
-from trioproxy.translate.openai_common import error_from_object, load_body_json
+from trioproxy.translate.openai_common import error_from_object, error_in_success, load_body_json
 
 if TYPE_CHECKING:
     from trioproxy.errors import UpstreamStatusError
@@ -130,7 +130,7 @@ def translate_response(raw: bytes, meta: StreamMeta) -> JSONObject:
     output = body.get("output")
     if not isinstance(output, list):
         if isinstance(body.get("error"), dict):  # an error envelope despite a 2xx status
-            raise error_from_object(body["error"])
+            raise error_in_success(body["error"])
         raise UpstreamProtocolError("upstream response has no output array")
     if status not in (None, "completed", "incomplete"):
         # in_progress / queued (background mode, never asked for) or cancelled.
