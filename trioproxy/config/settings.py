@@ -1,0 +1,130 @@
+"""The `[proxy]` section to `ProxySettings`. Pure.
+
+Invariant: with no client key configured, `listen` must be a loopback address (DESIGN.md
+"proxy.ini"): anyone who could reach the proxy could spend the upstream keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from trioproxy.config.keys import client_keys
+from trioproxy.config.values import is_loopback, parse_listen, show
+from trioproxy.config_types import ProxySettings
+from trioproxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trioproxy.config.section import Section
+
+__all__ = ["PROXY_KEYS", "build_settings"]
+
+PROXY_KEYS = (
+    "listen",
+    "api_keys",
+    "api_keys_file",
+    "keepalive_interval",
+    "max_body_bytes",
+    "drain_timeout",
+    "write_timeout",
+    "log_level",
+    "log_format",
+    "metrics",
+    "metrics_key",
+    "ws_max_in_flight",
+    "ws_max_message_bytes",
+    "max_messages",
+    "max_tools",
+    "max_json_depth",
+    "cors_origins",
+)
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("text", "json")
+_MIN_JSON_DEPTH = 8  # a chat request with an image part already nests 5 deep
+
+
+_DEFAULT_SETTINGS = ProxySettings()
+
+
+def build_settings(section: Section, key_sections: list[Section]) -> ProxySettings:
+    listen = section.text("listen")
+    host, port = _DEFAULT_SETTINGS.listen_host, _DEFAULT_SETTINGS.listen_port
+    if listen is not None:
+        try:
+            host, port = parse_listen(listen)
+        except ConfigError as exc:
+            section.fail("listen", exc.message)
+    keys, why_no_keys = client_keys(section, key_sections)
+    if not keys and not is_loopback(host):
+        because = f" ({why_no_keys})" if why_no_keys else ""
+        refusal = (
+            f"refusing to listen on {host} without api_keys{because}: anyone who can reach it "
+            "could spend your upstream keys; set api_keys in [proxy] or listen on 127.0.0.1"
+        )
+        where = section.where(section.line_of("listen"))
+        raise ConfigError(f"{where}: [proxy] listen: {section.redact('listen', refusal)}")
+    metrics_key = section.secret("metrics_key")
+    max_json_depth = section.integer(
+        "max_json_depth", _DEFAULT_SETTINGS.max_json_depth, minimum=_MIN_JSON_DEPTH
+    )
+    return ProxySettings(
+        listen_host=host,
+        listen_port=port,
+        keys=keys,
+        keepalive_interval=section.seconds(
+            "keepalive_interval", _DEFAULT_SETTINGS.keepalive_interval, allow_zero=False
+        ),
+        max_body_bytes=section.integer(
+            "max_body_bytes", _DEFAULT_SETTINGS.max_body_bytes, minimum=1
+        ),
+        drain_timeout=section.seconds(
+            "drain_timeout", _DEFAULT_SETTINGS.drain_timeout, allow_zero=True
+        ),
+        write_timeout=section.seconds(
+            "write_timeout", _DEFAULT_SETTINGS.write_timeout, allow_zero=False
+        ),
+        log_level=section.choice("log_level", _DEFAULT_SETTINGS.log_level, _LOG_LEVELS),
+        log_format=section.choice("log_format", _DEFAULT_SETTINGS.log_format, _LOG_FORMATS),
+        metrics=section.boolean("metrics", _DEFAULT_SETTINGS.metrics),
+        metrics_key=(metrics_key[0] or None) if metrics_key else None,
+        ws_max_in_flight=section.integer(
+            "ws_max_in_flight", _DEFAULT_SETTINGS.ws_max_in_flight, minimum=1
+        ),
+        ws_max_message_bytes=section.integer(
+            "ws_max_message_bytes", _DEFAULT_SETTINGS.ws_max_message_bytes, minimum=1
+        ),
+        max_messages=section.integer("max_messages", _DEFAULT_SETTINGS.max_messages, minimum=1),
+        max_tools=section.integer("max_tools", _DEFAULT_SETTINGS.max_tools, minimum=0),
+        max_json_depth=max_json_depth,
+        cors_origins=_cors_origins(section),
+    )
+
+
+def _cors_origins(section: Section) -> tuple[str, ...]:
+    origins = []
+    for origin in section.items("cors_origins"):
+        if origin == "*":
+            origins.append(origin)
+            continue
+        try:
+            parts = urlsplit(origin)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            section.fail(
+                "cors_origins",
+                f"must list origins like https://app.example.com or http://localhost:3000 "
+                f"(scheme, host, optional port; no path), or *; got {show(origin)}",
+            )
+        origins.append(origin.rstrip("/"))
+    return tuple(origins)
