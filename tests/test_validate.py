@@ -267,6 +267,19 @@ BAD: list[tuple[str, object, str | None, str, str]] = [
     ("max_tokens string", body(max_tokens="100"), "max_tokens", "invalid_type", 'got "100"'),
     ("max_completion_tokens negative", body(max_completion_tokens=-5), "max_completion_tokens", "invalid_value", "got -5"),
     ("n zero", body(n=0), "n", "invalid_value", "n must be an integer >= 1, got 0"),
+    ("max_tokens 2**70", body(max_tokens=2**70), "max_tokens", "invalid_value", "max_tokens must be an integer <= 2147483647, got 1180591620717411303424"),
+    ("max_completion_tokens 2**31", body(max_completion_tokens=2**31), "max_completion_tokens", "invalid_value", "must be an integer <= 2147483647"),
+    ("n 129", body(n=129), "n", "invalid_value", "n must be an integer <= 128, got 129"),
+    ("top_logprobs 21", body(top_logprobs=21), "top_logprobs", "invalid_value", "top_logprobs must be an integer <= 20, got 21"),
+    ("top_logprobs negative", body(top_logprobs=-1), "top_logprobs", "invalid_value", "must be an integer >= 0, got -1"),
+    ("top_logprobs float", body(top_logprobs=2.5), "top_logprobs", "invalid_type", "must be an integer >= 0, got 2.5"),
+    ("seed 2**63", body(seed=2**63), "seed", "invalid_value", "seed must be an integer <= 9223372036854775807"),
+    ("seed below int64", body(seed=-(2**63) - 1), "seed", "invalid_value", "seed must be an integer >= -9223372036854775808"),
+    ("seed string", body(seed="42"), "seed", "invalid_type", 'seed must be an integer, got "42"'),
+    ("presence_penalty 3", body(presence_penalty=3), "presence_penalty", "invalid_value", "must be a number between -2 and 2, got 3"),
+    ("frequency_penalty huge", body(frequency_penalty=-(10**400)), "frequency_penalty", "invalid_value", "must be a number between -2 and 2"),
+    ("logit_bias list", body(logit_bias=[1]), "logit_bias", "invalid_type", "an object of token ids to biases"),
+    ("logit_bias value", body(logit_bias={"50256": 101}), "logit_bias.50256", "invalid_value", "must be a number between -100 and 100, got 101"),
     ("temperature high", body(temperature=3), "temperature", "invalid_value", "temperature must be a number between 0 and 2, got 3"),
     ("temperature negative", body(temperature=-0.1), "temperature", "invalid_value", "got -0.1"),
     ("temperature string", body(temperature="hot"), "temperature", "invalid_type", 'temperature must be a number between 0 and 2, got "hot"'),
@@ -324,6 +337,22 @@ def test_bad_body_is_a_400_naming_the_field(
     assert fragment in error.message, error.message
     if param is not None:
         assert error.message.startswith(param + " ")
+
+
+def test_integer_bounds_are_inclusive() -> None:
+    edge = body(
+        max_tokens=2**31 - 1,
+        max_completion_tokens=1,
+        n=128,
+        top_logprobs=0,
+        seed=-(2**63),
+        presence_penalty=-2,
+        frequency_penalty=2.0,
+        logit_bias={"1": -100, "2": 100},
+    )
+    assert validate_chat_request(edge, limits=LIMITS) == edge
+    for top in (20, None):  # null for a field validate does not drop is kept as sent
+        assert validate_chat_request(body(top_logprobs=top, seed=2**63 - 1), limits=LIMITS)
 
 
 def test_too_many_messages_and_tools() -> None:

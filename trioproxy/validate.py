@@ -14,8 +14,12 @@ request validation guarantees"; the shapes are OpenAI's, openai-python
   "detail"?: str}; assistant `tool_calls` (optional) is a list of {"id": str, "type": "function",
   "function": {"name": str, "arguments": str}}; `tool` messages have a non-empty str `tool_call_id`;
 - if present: `stream` bool; `stream_options` dict with optional bool `include_usage`;
-  `max_tokens` / `max_completion_tokens` int >= 1; `temperature` number in [0, 2]; `top_p` number
-  in [0, 1]; `n` int >= 1; `stop` str or list of <= 4 str; `tools` list (at most `max_tools`) of
+  `max_tokens` / `max_completion_tokens` int in [1, MAX_OUTPUT_TOKENS]; `temperature` number in
+  [0, 2]; `top_p` number in [0, 1]; `n` int in [1, MAX_CHOICES]; `stop` str or list of <= 4 str;
+  unless null (kept as sent, like any unknown field's null): `top_logprobs` int in
+  [0, MAX_TOP_LOGPROBS], `seed` a signed 64-bit int, `presence_penalty` / `frequency_penalty`
+  number in [-2, 2], `logit_bias` an object of numbers in [-100, 100] (the bounds and where they
+  come from: the constants below); `tools` list (at most `max_tools`) of
   {"type": "function", "function": {"name": str, "description"?: str, "parameters"?: dict,
   "strict"?: bool}};
   `tool_choice` "none" | "auto" | "required" or {"type": "function", "function": {"name": str}};
@@ -65,6 +69,20 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TOOL_CHOICE_MODES = ("none", "auto", "required")
 MAX_STOP_SEQUENCES = 4  # OpenAI: "Up to 4 sequences where the API will stop generating"
+
+# Integer bounds: a value beyond what any upstream takes is refused here, naming the field, rather
+# than sent up to fail there (or, for a server that parses into a fixed-width int, to overflow).
+# OpenAI's OpenAPI spec (openai-openapi, CreateChatCompletionRequest) gives `n` 1..128,
+# `top_logprobs` 0..20, the penalties -2..2, `logit_bias` values -100..100, and `seed` the
+# signed 64-bit range. It gives `max_tokens` no maximum: the largest real one is a model's
+# context length (10M tokens for the longest open-weight models served by vLLM), so the bound
+# is the signed 32-bit maximum, which every server's integer type holds and no model reaches.
+MAX_OUTPUT_TOKENS = 2**31 - 1
+MAX_CHOICES = 128
+MAX_TOP_LOGPROBS = 20
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+PENALTY_MIN, PENALTY_MAX = -2, 2
+LOGIT_BIAS_MIN, LOGIT_BIAS_MAX = -100, 100
 
 # Optional top-level fields for which `null` means absent (OpenAI's schema marks them nullable).
 _NULLABLE = (
@@ -325,9 +343,20 @@ def validate_chat_request(body: object, *, limits: RequestLimits) -> dict[str, A
             _wrong_type(
                 ("stream_options", "include_usage"), "true or false", options["include_usage"]
             )
-    for key in ("max_tokens", "max_completion_tokens", "n"):
-        if key in out:
-            _positive_int((key,), out[key])
+    for key, low, high in (
+        ("max_tokens", 1, MAX_OUTPUT_TOKENS),
+        ("max_completion_tokens", 1, MAX_OUTPUT_TOKENS),
+        ("n", 1, MAX_CHOICES),
+        ("top_logprobs", 0, MAX_TOP_LOGPROBS),
+        ("seed", SEED_MIN, SEED_MAX),
+    ):
+        if out.get(key) is not None:
+            _int_between((key,), out[key], low, high)
+    for key in ("presence_penalty", "frequency_penalty"):
+        if out.get(key) is not None:
+            _number_between((key,), out[key], PENALTY_MIN, PENALTY_MAX)
+    if out.get("logit_bias") is not None:
+        _logit_bias(out["logit_bias"])
     if "temperature" in out:
         _number_between(("temperature",), out["temperature"], 0, 2)
     if "top_p" in out:
@@ -358,11 +387,20 @@ def validate_chat_request(body: object, *, limits: RequestLimits) -> dict[str, A
     return out
 
 
-def _positive_int(path: Path, value: object) -> None:
+def _int_between(path: Path, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        _wrong_type(path, "an integer >= 1", value)
-    if value < 1:
-        _fail(path, f"must be an integer >= 1, got {value}")
+        _wrong_type(path, "an integer" if low < 0 else f"an integer >= {low}", value)
+    if value < low:
+        _fail(path, f"must be an integer >= {low}, got {_show(value)}")
+    if value > high:
+        _fail(path, f"must be an integer <= {high}, got {_show(value)}")
+
+
+def _logit_bias(bias: object) -> None:
+    if not isinstance(bias, dict):
+        _wrong_type(("logit_bias",), 'an object of token ids to biases, e.g. {"50256": -100}', bias)
+    for token, value in bias.items():
+        _number_between(("logit_bias", token), value, LOGIT_BIAS_MIN, LOGIT_BIAS_MAX)
 
 
 def _number_between(path: Path, value: object, low: int, high: int) -> None:
