@@ -1,21 +1,27 @@
-"""End-to-end benchmark: trioproxy (a separate process) against a fake Anthropic upstream.
+"""End-to-end benchmark: trioproxy on both servers and the floor, against a fake Anthropic upstream.
 
 Stage: benchmark harness only. Run from the repository root:
-`python bench/run.py [--quick | --smoke] [--out DIR] [--no-plot]`.
+`python bench/run.py [--quick | --smoke] [--out DIR] [--no-plot] [--paths floor,native,...]`.
 
-Three processes, loopback only:
-- the fake upstream (`bench/fake_upstream.py`, its own process);
-- trioproxy (`python -m trioproxy --config <tmp ini>`, its own process, so its CPU time can be read
-  from /proc/<pid>/stat and its RSS from /proc/<pid>/status);
+Processes, loopback only, each its own (so its CPU time can be read from /proc/<pid>/stat and its
+RSS from /proc/<pid>/status):
+- the fake upstream (`bench/fake_upstream.py`);
+- the floor (`bench/floor.py`): a minimal trio + h11 keep-alive relay in front of the fake, what
+  any Python proxy on this stack must pay per request and per chunk;
+- trioproxy on its default server, the native HTTP/1.1 face on h11 ("native");
+- trioproxy with `[proxy] server = hypercorn` ("hypercorn");
 - the load generator (this process), built on trioproxy's own `HTTPClient`.
-The memory scenarios start a fresh fake and a fresh proxy of their own, so that the RSS before
-them is not inflated (nor the growth hidden) by what earlier scenarios left in the allocator.
+The memory scenarios start a fresh set of these, so that the RSS before them is not inflated (nor
+the growth hidden) by what earlier scenarios left in the allocator.
 
-Every scenario runs twice in the same run: "direct" (load generator -> fake, speaking Anthropic
-Messages) and "proxy" (load generator -> trioproxy -> fake, the client speaking OpenAI chat).
-Writes DIR/latest.json (default bench/results), prints a markdown table, and draws DIR/latest.png
-when matplotlib is importable. Counts are fixed and every scenario has a time budget; a scenario
-that overruns it is reported as left out, never estimated.
+Every scenario runs on every path in the same run: "direct" (generator -> fake, Anthropic
+Messages), "floor" (generator -> floor -> fake, the same Anthropic requests), "native" and
+"hypercorn" (generator -> trioproxy -> fake, the client speaking OpenAI chat). The measured
+requests are split into rounds that visit the paths in turn, so that a slow spell of this noisy
+machine does not land on one path only. Writes DIR/latest.json (default bench/results), prints a
+markdown table and the issue-16 targets (ratios to the floor), and draws DIR/latest.png when
+matplotlib is importable. Counts are fixed and every scenario has a time budget; a scenario that
+overruns it is reported as left out, never estimated; so is a path whose server does not start.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -42,6 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from trioproxy.upstream import HTTPClient, PoolLimits, Timeouts  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TIMEOUTS = Timeouts(connect=5.0, read=30.0, total=60.0)
@@ -51,7 +61,7 @@ HOLD_TIMEOUTS = Timeouts(connect=10.0, read=30.0, total=None)
 CONFIG = """\
 [proxy]
 listen = 127.0.0.1:{proxy_port}
-log_level = info
+{server}log_level = info
 metrics = true
 
 [upstream:fake]
@@ -65,21 +75,26 @@ max_retries = 0
 [model:bench-*]
 upstream = fake
 """
+# The paths, in table order. "native" writes no `server` line: it is the default server.
+PATHS = ("direct", "floor", "native", "hypercorn")
+RELAYS = PATHS[1:]
+SERVER_LINE = {"native": "", "hypercorn": "server = hypercorn\n"}
 
 MODES = ("full", "quick", "smoke")
-# (full, quick, smoke) sizes
+# (full, quick, smoke) sizes; request and stream counts are per path
 SIZES = {
     "c1_requests": (2000, 300, 20),
-    "c32_requests": (10000, 2000, 64),
-    "c256_requests": (5000, 1000, 256),
+    "c32_requests": (6000, 1500, 64),
+    "c256_requests": (4000, 1000, 256),
     "ttfb_requests": (500, 100, 10),
     "paced_streams": (640, 128, 32),
     "long_streams": (20, 4, 1),
     "many_streams": (64, 32, 4),
-    "cancel_runs": (50, 50, 5),
+    "cancel_runs": (50, 30, 5),
     "memory_small": (1000, 200, 10),
     "memory_large": (5000, 1000, 20),
     "slow_delta_ms": (5000, 2000, 100),
+    "rounds": (3, 2, 1),
 }
 NONSTREAM = ((1, "c1_requests"), (32, "c32_requests"), (256, "c256_requests"))
 # Generator pool: more idle connections per origin than the highest concurrency, so the pool
@@ -92,8 +107,9 @@ PACED_CHUNKS = 20  # deltas per paced stream, 10 ms apart
 # kernel may cap it lower), so no SYN is dropped (a dropped SYN costs the client 1 s).
 OPENERS = 100
 MEMORY_WARMUP = 20  # slow streams opened and closed before each memory measurement
-# The goal this bench checks: 5,000 concurrent slow streams in one proxy process under 400 MB RSS.
-TARGET_STREAMS, TARGET_RSS_MB = 5000, 400
+# Goals this bench checks: 5,000 concurrent slow streams in one proxy process under 400 MB RSS,
+# and (issue 16) at most 40 KiB each.
+TARGET_STREAMS, TARGET_RSS_MB, TARGET_KIB_PER_STREAM = 5000, 400, 40
 
 
 def free_port() -> int:
@@ -155,15 +171,22 @@ def calibrate() -> float:
     return best * 1000
 
 
+@dataclass
 class Target:
-    """One way to reach the fake: direct (Anthropic body) or through the proxy (chat body)."""
+    """One path to the fake. `pid` is the process that serves it (the fake itself for direct):
+    its CPU and RSS are the path's figures. `proxied`: the client speaks OpenAI chat."""
 
-    def __init__(self, name: str, base: str, proxied: bool) -> None:
-        self.name = name
-        self.proxied = proxied
-        self.url = base + ("/v1/chat/completions" if proxied else "/v1/messages")
+    name: str
+    base: str
+    proxied: bool
+    pid: int
+    url: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.url = self.base + ("/v1/chat/completions" if self.proxied else "/v1/messages")
         self.headers = [("content-type", "application/json")]
-        if not proxied:
+        if not self.proxied:
             self.headers += [("x-api-key", "dummy"), ("anthropic-version", "2023-06-01")]
 
     def body(self, model: str, stream: bool) -> bytes:
@@ -214,7 +237,8 @@ async def first_byte(client: HTTPClient, target: Target, model: str) -> float:
 
 async def run_load(
     client: HTTPClient, target: Target, model: str, stream: bool, count: int, concurrency: int
-) -> dict[str, Any]:
+) -> tuple[list[float], float]:
+    """`count` requests by `concurrency` workers back to back: (latencies in s, wall time in s)."""
     latencies: list[float] = []
     remaining = count
 
@@ -228,15 +252,7 @@ async def run_load(
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(worker)
-    wall = time.perf_counter() - start
-    return {
-        "requests": len(latencies),
-        "concurrency": concurrency,
-        "wall_s": wall,
-        "per_s": len(latencies) / wall,
-        "p50_ms": pct(latencies, 50) * 1000,
-        "p99_ms": pct(latencies, 99) * 1000,
-    }
+    return latencies, time.perf_counter() - start
 
 
 async def open_connections(client: HTTPClient, target: Target, count: int) -> None:
@@ -257,6 +273,62 @@ async def fake_stats(client: HTTPClient, fake_base: str) -> dict[str, int]:
     async with client.stream("GET", fake_base + "/_stats", headers=[], timeouts=TIMEOUTS) as answer:
         stats: dict[str, int] = json.loads(await answer.aread())
     return stats
+
+
+async def load_rounds(
+    client: HTTPClient,
+    targets: list[Target],
+    fake: Target,
+    model: str,
+    stream: bool,
+    count: int,
+    concurrency: int,
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """`count` requests per path at `concurrency`, in `rounds` rounds, each visiting every path
+    in turn. Per path: latency percentiles and req/s over all its rounds, the CPU of its serving
+    process (`cpu_s`; for direct, the fake's) and the fake's (`fake_cpu_s`) over its requests,
+    and the connections the fake accepted meanwhile (the stats request itself may add one)."""
+    acc: dict[str, dict[str, Any]] = {
+        target.name: {
+            "latencies": [],
+            "wall_s": 0.0,
+            "cpu_s": 0.0,
+            "fake_cpu_s": 0.0,
+            "fake_connections_accepted": 0,
+            "client_connections_opened": 0,
+        }
+        for target in targets
+    }
+    for r in range(rounds):
+        n = count // rounds + (1 if r < count % rounds else 0)
+        for target in targets:
+            a = acc[target.name]
+            accepted = (await fake_stats(client, fake.base))["accepted"]
+            opened = client.statistics().opened
+            cpu, fake_cpu = cpu_seconds(target.pid), cpu_seconds(fake.pid)
+            latencies, wall = await run_load(client, target, model, stream, n, concurrency)
+            a["cpu_s"] += cpu_seconds(target.pid) - cpu
+            a["fake_cpu_s"] += cpu_seconds(fake.pid) - fake_cpu
+            a["latencies"] += latencies
+            a["wall_s"] += wall
+            a["client_connections_opened"] += client.statistics().opened - opened
+            a["fake_connections_accepted"] += (await fake_stats(client, fake.base))[
+                "accepted"
+            ] - accepted
+    out: dict[str, dict[str, Any]] = {}
+    for name, a in acc.items():
+        latencies = a.pop("latencies")
+        out[name] = {
+            "requests": len(latencies),
+            "concurrency": concurrency,
+            "rounds": rounds,
+            **a,
+            "per_s": len(latencies) / a["wall_s"],
+            "p50_ms": pct(latencies, 50) * 1000,
+            "p99_ms": pct(latencies, 99) * 1000,
+        }
+    return out
 
 
 async def cancel_latency(
@@ -294,10 +366,10 @@ async def cancel_latency(
 
 
 async def hold_slow_streams(
-    client: HTTPClient, target: Target, n: int, pid: int, delta_ms: int, measure: bool = True
+    client: HTTPClient, target: Target, n: int, delta_ms: int, measure: bool = True
 ) -> dict[str, Any]:
-    """Hold `n` slow streams open at the same time and read the RSS of `pid`, the process that
-    serves them (the proxy, or the fake for "direct").
+    """Hold `n` slow streams open at the same time and read the RSS of `target.pid`, the process
+    that serves them (a relay, or the fake for "direct").
 
     Each stream (`bench-slow-{delta_ms}`) connects (at most OPENERS at a time) and reads up to
     its first data; once every stream is open or has failed, hold them all for one delta interval
@@ -310,6 +382,7 @@ async def hold_slow_streams(
     Connect or status failures are counted in `failed`, streams that ended on their own while
     held in `dropped_before_close`, never hidden: figures are over `open_at_measurement`.
     """
+    pid = target.pid
     rss_before, fds_before = rss_kib(pid), open_fds(pid)
     opener = trio.Semaphore(OPENERS)
     opened = 0
@@ -396,10 +469,18 @@ async def hold_slow_streams(
     }
 
 
-async def wait_ready(client: HTTPClient, url: str, deadline: float) -> float:
+class Exited(Exception):
+    """A server process ended before it answered its readiness check."""
+
+
+async def wait_ready(
+    client: HTTPClient, url: str, deadline: float, proc: trio.Process | None = None
+) -> float:
     """Poll `url` until it answers 200; return the monotonic time it first did."""
     quick = Timeouts(connect=0.5, read=2.0, total=2.0)
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise Exited(f"exited with status {proc.returncode} before it was ready")
         try:
             async with client.stream("GET", url, headers=[], timeouts=quick) as response:
                 await response.aread()
@@ -412,30 +493,43 @@ async def wait_ready(client: HTTPClient, url: str, deadline: float) -> float:
 
 
 @dataclass
-class Servers:
-    """A fake upstream and a trioproxy in front of it, both running."""
+class Stack:
+    """A fake upstream and the relays in front of it that came up; `left_out`: those that did
+    not, with the reason (the last line of their log)."""
 
     fake: trio.Process
-    proxy: trio.Process
-    fake_base: str
-    proxy_base: str
-    time_to_ready_ms: float
+    targets: list[Target]  # direct first, then the relays in PATHS order
+    ready_ms: dict[str, float]
+    left_out: dict[str, str]
+
+    @property
+    def direct(self) -> Target:
+        return self.targets[0]
+
+
+def last_line(path: Path) -> str:
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
 
 
 class Bench:
-    def __init__(self, mode: str, budget: float, tmp: Path) -> None:
+    def __init__(self, mode: str, budget: float, tmp: Path, relays: tuple[str, ...]) -> None:
         self.mode = mode
         column = MODES.index(mode)
         self.size = {name: sizes[column] for name, sizes in SIZES.items()}
         self.deadline = time.monotonic() + budget
         self.tmp = tmp
+        self.relays = relays
         self.env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         self.env["PYTHONPATH"] = str(ROOT)
         self.procs: list[trio.Process] = []
         self.results: dict[str, Any] = {}
         self.omitted: dict[str, str] = {}
+        self.paths_left_out: dict[str, str] = {}
 
-    async def scenario(self, name: str, seconds: float, coro_fn: Any) -> None:
+    async def scenario(
+        self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> None:
         left = self.deadline - time.monotonic()
         if left < 1:
             self.omitted[name] = "no time left in the overall budget"
@@ -451,36 +545,59 @@ class Bench:
         outcome = "done" if name in self.results else "left out"
         print(f"  {name}: {outcome} ({time.monotonic() - start:.1f} s)", file=sys.stderr)
 
-    async def start_servers(self, client: HTTPClient, tag: str) -> Servers:
-        """Start a fake and a proxy in front of it (logs in the temp dir, named by `tag`)."""
-        fake_port, proxy_port = free_port(), free_port()
-        ini = self.tmp / f"{tag}.ini"
-        ini.write_text(CONFIG.format(proxy_port=proxy_port, fake_port=fake_port))
+    async def start_stack(self, client: HTTPClient, tag: str) -> Stack:
+        """Start a fake, then each relay in front of it, one at a time (so that each one's time
+        to ready is its own); logs and configs in the temp dir, named by `tag`."""
+        fake_port = free_port()
         fake = await trio.lowlevel.open_process(
             [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(fake_port)],
             env=self.env,
         )
         self.procs.append(fake)
         fake_base = f"http://127.0.0.1:{fake_port}"
-        await wait_ready(client, fake_base + "/_health", time.monotonic() + 20)
-        started = time.monotonic()
-        with (self.tmp / f"{tag}.log").open("wb") as log:  # the child keeps its own copy
-            proxy = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trioproxy", "--config", str(ini)],
-                env=self.env,
-                cwd=self.tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proxy)
-        proxy_base = f"http://127.0.0.1:{proxy_port}"
-        ready = await wait_ready(client, proxy_base + "/health", started + 30)
-        return Servers(fake, proxy, fake_base, proxy_base, (ready - started) * 1000)
+        await wait_ready(client, fake_base + "/_health", time.monotonic() + 20, fake)
+        stack = Stack(fake, [Target("direct", fake_base, False, fake.pid)], {}, {})
+        for name in self.relays:
+            port = free_port()
+            if name == "floor":
+                argv = [str(ROOT / "bench" / "floor.py"), "--port", str(port)]
+                argv += ["--upstream-port", str(fake_port)]
+                health = "/_health"  # relayed to the fake
+            else:
+                ini = self.tmp / f"{tag}-{name}.ini"
+                config = CONFIG.format(
+                    proxy_port=port, fake_port=fake_port, server=SERVER_LINE[name]
+                )
+                ini.write_text(config)
+                argv = ["-m", "trioproxy", "--config", str(ini)]
+                health = "/health"
+            log_path = self.tmp / f"{tag}-{name}.log"
+            started = time.monotonic()
+            with log_path.open("wb") as log:  # the child keeps its own copy
+                proc = await trio.lowlevel.open_process(
+                    [sys.executable, *argv],
+                    env=self.env,
+                    cwd=self.tmp,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            self.procs.append(proc)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                ready = await wait_ready(client, base + health, started + 30, proc)
+            except (Exited, RuntimeError) as exc:
+                stack.left_out[name] = f"{exc}: {last_line(log_path)}"
+                await self.stop([proc])
+                continue
+            stack.ready_ms[name] = (ready - started) * 1000
+            stack.targets.append(Target(name, base, name != "floor", proc.pid))
+        return stack
 
     async def stop(self, procs: list[trio.Process]) -> None:
         with trio.CancelScope(shield=True):
             for proc in reversed(procs):
-                proc.terminate()
+                if proc.returncode is None:
+                    proc.terminate()
             for proc in procs:
                 with trio.move_on_after(15):
                     await proc.wait()
@@ -489,187 +606,133 @@ class Bench:
                     await proc.wait()
                 self.procs.remove(proc)
 
+    async def stop_stack(self, stack: Stack) -> None:
+        pids = {target.pid for target in stack.targets}
+        await self.stop([proc for proc in self.procs if proc.pid in pids])
+
     async def memory(self, n: int) -> dict[str, Any]:
-        """Memory per open slow stream, on a fresh fake and proxy (see hold_slow_streams).
+        """Memory per open slow stream, every path on a fresh stack (see hold_slow_streams).
 
         "direct" holds the streams on the fake itself, so its figures are the fake's RSS: the
-        floor of one trio task + one socket per stream in a minimal server, not the proxy's.
+        floor of one trio task + one socket per stream in a minimal server, not a relay's.
         """
         client = HTTPClient(environ={})
-        servers: Servers | None = None
+        stack: Stack | None = None
         try:
-            servers = await self.start_servers(client, f"memory-{n}")
+            stack = await self.start_stack(client, f"memory-{n}")
             delta_ms = self.size["slow_delta_ms"]
             out: dict[str, Any] = {
                 "streams": n,
                 "delta_interval_ms": delta_ms,
                 "opener_concurrency": OPENERS,
                 "warmup_streams": MEMORY_WARMUP,
+                "left_out": stack.left_out,
             }
-            for target, pid in (
-                (Target("direct", servers.fake_base, proxied=False), servers.fake.pid),
-                (Target("proxy", servers.proxy_base, proxied=True), servers.proxy.pid),
-            ):
-                await hold_slow_streams(client, target, MEMORY_WARMUP, pid, delta_ms, measure=False)
-                out[target.name] = await hold_slow_streams(client, target, n, pid, delta_ms)
-                out[target.name]["measured_process"] = (
-                    "proxy" if target.proxied else "fake upstream"
-                )
+            for target in stack.targets:
+                await hold_slow_streams(client, target, MEMORY_WARMUP, delta_ms, measure=False)
+                out[target.name] = await hold_slow_streams(client, target, n, delta_ms)
             return out
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
-            if servers is not None:
-                await self.stop([servers.fake, servers.proxy])
+            if stack is not None:
+                await self.stop_stack(stack)
 
     async def main(self) -> None:
+        size = self.size
         client = HTTPClient(pool=PoolLimits(max_idle=GENERATOR_IDLE), environ={})
         try:
-            servers = await self.start_servers(client, "proxy")
-            fake, proxy, fake_base = servers.fake, servers.proxy, servers.fake_base
-            self.results["startup"] = {"time_to_ready_ms": servers.time_to_ready_ms}
+            stack = await self.start_stack(client, "main")
+            self.paths_left_out = stack.left_out
+            fake, targets = stack.direct, stack.targets
             await trio.sleep(0.5)
-            self.results["startup"]["idle_rss_mib"] = rss_kib(proxy.pid) / 1024
+            self.results["startup"] = {
+                target.name: {
+                    "time_to_ready_ms": stack.ready_ms[target.name],
+                    "idle_rss_mib": rss_kib(target.pid) / 1024,
+                }
+                for target in targets[1:]
+            }
             self.results["startup"]["fake_idle_rss_mib"] = rss_kib(fake.pid) / 1024
-
-            direct = Target("direct", fake_base, proxied=False)
-            proxied = Target("proxy", servers.proxy_base, proxied=True)
-            both = (direct, proxied)
-            # warm up both paths (connections, imports, first-request caches)
-            for target in both:
+            # warm up every path (connections, imports, first-request caches)
+            for target in targets:
                 await run_load(client, target, "bench-s5-d0", False, 50, 4)
                 await run_load(client, target, "bench-s5-d0", True, 20, 4)
 
-            size = self.size
+            rounds = size["rounds"]
             for concurrency, key in NONSTREAM:
 
                 async def nonstream(c: int = concurrency, n: int = size[key]) -> dict[str, Any]:
                     """Non-streaming requests back to back at concurrency c. Before measuring,
-                    the generator's c connections are opened (see open_connections), so that the
-                    measurement reuses them (connections opened during it are reported)."""
-                    out: dict[str, Any] = {}
-                    for target in both:
+                    the generator's c connections to each path are opened (see
+                    open_connections), so that the measurement reuses them (connections opened
+                    during it are reported)."""
+                    for target in targets:
                         await open_connections(client, target, c)
-                        before = cpu_seconds(proxy.pid)
-                        fake_before = cpu_seconds(fake.pid)
-                        opened_before = client.statistics().opened
-                        accepted_before = (await fake_stats(client, fake_base))["accepted"]
-                        out[target.name] = result = await run_load(
-                            client, target, "bench-s0-d0", False, n, c
-                        )
-                        cpu = cpu_seconds(proxy.pid) - before
-                        result["fake_cpu_ms_per_request"] = (
-                            (cpu_seconds(fake.pid) - fake_before) * 1000 / n
-                        )
-                        result["client_connections_opened"] = (
-                            client.statistics().opened - opened_before
-                        )
-                        # the stats request itself may open one connection to the fake
-                        result["fake_connections_accepted"] = (await fake_stats(client, fake_base))[
-                            "accepted"
-                        ] - accepted_before
-                        if target.proxied:
-                            result["proxy_cpu_ms_per_request"] = cpu * 1000 / n
+                    out = await load_rounds(
+                        client, targets, fake, "bench-s0-d0", False, n, c, rounds
+                    )
+                    for result in out.values():
+                        result["cpu_ms_per_request"] = result["cpu_s"] * 1000 / n
+                        result["fake_cpu_ms_per_request"] = result["fake_cpu_s"] * 1000 / n
                     return out
 
-                await self.scenario(f"nonstream_c{concurrency}", 60, nonstream)
+                await self.scenario(f"nonstream_c{concurrency}", 150, nonstream)
 
             async def ttfb() -> dict[str, Any]:
-                out: dict[str, Any] = {}
-                for target in both:
-                    times = [
-                        await first_byte(client, target, "bench-s5-d0")
-                        for _ in range(size["ttfb_requests"])
-                    ]
-                    out[target.name] = {
-                        "requests": len(times),
-                        "p50_ms": pct(times, 50) * 1000,
-                        "p99_ms": pct(times, 99) * 1000,
+                times: dict[str, list[float]] = {target.name: [] for target in targets}
+                for r in range(rounds):
+                    n = size["ttfb_requests"] // rounds + (
+                        1 if r < size["ttfb_requests"] % rounds else 0
+                    )
+                    for target in targets:
+                        for _ in range(n):
+                            times[target.name].append(
+                                await first_byte(client, target, "bench-s5-d0")
+                            )
+                return {
+                    name: {
+                        "requests": len(values),
+                        "p50_ms": pct(values, 50) * 1000,
+                        "p99_ms": pct(values, 99) * 1000,
                     }
-                return out
+                    for name, values in times.items()
+                }
 
-            await self.scenario("stream_ttfb_c1", 30, ttfb)
+            await self.scenario("stream_ttfb_c1", 60, ttfb)
 
             async def streams(
                 model: str, count: int, concurrency: int, chunks: int
             ) -> dict[str, Any]:
-                """`count` streams of `chunks` deltas at `concurrency`, both paths; chunks/s is
-                every delta relayed over the wall time; proxy CPU per chunk is the proxy's CPU
-                over the scenario / (streams x chunks), per-request work included."""
-                out: dict[str, Any] = {}
-                for target in both:
-                    before = cpu_seconds(proxy.pid)
-                    fake_before = cpu_seconds(fake.pid)
-                    out[target.name] = result = await run_load(
-                        client, target, model, True, count, concurrency
-                    )
-                    cpu = cpu_seconds(proxy.pid) - before
+                """`count` streams of `chunks` deltas at `concurrency` per path; chunks/s is
+                every delta relayed over the wall time; CPU per chunk is the serving process'
+                CPU over the scenario / (streams x chunks), per-request work included (direct:
+                the fake's CPU per chunk it sent, what producing one costs here, for scale)."""
+                out = await load_rounds(
+                    client, targets, fake, model, True, count, concurrency, rounds
+                )
+                for result in out.values():
                     result["chunks_per_stream"] = chunks
                     result["chunks_per_s"] = count * chunks / result["wall_s"]
-                    # The fake's own CPU per chunk it sends: the floor for producing a chunk
-                    # (a wake-up, a format, a send) on this machine, for scale.
-                    result["fake_cpu_us_per_chunk"] = (
-                        (cpu_seconds(fake.pid) - fake_before) * 1e6 / (count * chunks)
-                    )
-                    if target.proxied:
-                        result["proxy_cpu_s"] = cpu
-                        result["proxy_cpu_us_per_chunk"] = cpu * 1e6 / (count * chunks)
+                    result["cpu_us_per_chunk"] = result["cpu_s"] * 1e6 / (count * chunks)
+                    result["fake_cpu_us_per_chunk"] = result["fake_cpu_s"] * 1e6 / (count * chunks)
                 return out
 
             await self.scenario(
                 "stream_c32_20x10ms",
-                40,
+                90,
                 lambda: streams(
                     f"bench-s{PACED_CHUNKS}-d10", size["paced_streams"], 32, PACED_CHUNKS
                 ),
             )
-
-            async def relay_floor() -> dict[str, Any]:
-                """The paced streams again, through a bare trio TCP relay (bench/relay.py) in
-                front of the fake: its CPU per chunk is the floor of relaying one chunk."""
-                port = free_port()
-                relay = await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        str(ROOT / "bench" / "relay.py"),
-                        "--port",
-                        str(port),
-                        "--upstream-port",
-                        fake_base.rsplit(":", 1)[1],
-                    ],
-                    env=self.env,
-                )
-                self.procs.append(relay)
-                try:
-                    relay_base = f"http://127.0.0.1:{port}"
-                    await wait_ready(client, relay_base + "/_health", time.monotonic() + 20)
-                    target = Target("relay", relay_base, proxied=False)
-                    await run_load(client, target, "bench-s5-d0", True, 20, 4)  # warm-up
-                    count = size["paced_streams"]
-                    before, fake_before = cpu_seconds(relay.pid), cpu_seconds(fake.pid)
-                    result = await run_load(
-                        client, target, f"bench-s{PACED_CHUNKS}-d10", True, count, 32
-                    )
-                    chunks = count * PACED_CHUNKS
-                    result["relay_cpu_us_per_chunk"] = (
-                        (cpu_seconds(relay.pid) - before) * 1e6 / chunks
-                    )
-                    result["fake_cpu_us_per_chunk"] = (
-                        (cpu_seconds(fake.pid) - fake_before) * 1e6 / chunks
-                    )
-                    return result
-                finally:
-                    await self.stop([relay])
-
-            await self.scenario("relay_floor_c32_20x10ms", 40, relay_floor)
             await self.scenario(
                 "stream_2000_unpaced",
-                40,
+                60,
                 lambda: streams(f"bench-s{LONG_CHUNKS}-d0", size["long_streams"], 1, LONG_CHUNKS),
             )
             await self.scenario(
                 "stream_2000_unpaced_c32",
-                60,
+                120,
                 lambda: streams(
                     f"bench-s{LONG_CHUNKS}-d0",
                     size["many_streams"],
@@ -681,40 +744,57 @@ class Bench:
             async def cancel() -> dict[str, Any]:
                 return {
                     target.name: await cancel_latency(
-                        client, target, fake_base, size["cancel_runs"]
+                        client, target, fake.base, size["cancel_runs"]
                     )
-                    for target in both
+                    for target in targets
                 }
 
-            await self.scenario("cancel_to_upstream_eof", 40, cancel)
+            await self.scenario("cancel_to_upstream_eof", 60, cancel)
             self.results["after"] = {
-                "proxy_rss_mib": rss_kib(proxy.pid) / 1024,
-                "proxy_cpu_total_s": cpu_seconds(proxy.pid),
+                target.name: {
+                    "rss_mib": rss_kib(target.pid) / 1024,
+                    "cpu_total_s": cpu_seconds(target.pid),
+                }
+                for target in targets
             }
-            for key, seconds in (("memory_small", 60), ("memory_large", 150)):
-                n = size[key]
-                await self.scenario(
-                    key.replace("memory_", "memory_slow_"), seconds, lambda n=n: self.memory(n)
-                )
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
             await self.stop(list(self.procs))
+        for key, seconds in (("memory_small", 150), ("memory_large", 330)):
+            await self.scenario(
+                key.replace("memory_", "memory_slow_"), seconds, partial(self.memory, size[key])
+            )
 
 
 @dataclass
 class Row:
-    """One line of the table; `panel` names its panel in the plot (main figures only)."""
+    """One line of the table: a value per path (None: not measured or not meaningful there).
+    `lower_better` says which way is ahead (None: not compared); `panel` names its panel in the
+    plot (main figures only)."""
 
     label: str
-    proxy: float | None
-    direct: float | None
+    values: dict[str, float | None]
     digits: int = 2
+    lower_better: bool | None = True
     panel: str | None = None
+    parent: str = ""  # for a "  same: ..." row, the row it continues
 
     @property
-    def ratio(self) -> float | None:
-        return self.proxy / self.direct if self.proxy is not None and self.direct else None
+    def full_label(self) -> str:
+        label = self.label.strip()
+        return f"{self.parent}, {label.removeprefix('same: ')}" if self.parent else label
+
+    def ratio(self, a: str, b: str) -> float | None:
+        x, y = self.values.get(a), self.values.get(b)
+        return x / y if x is not None and y else None
+
+    def behind(self) -> bool | None:
+        """Whether native is behind hypercorn on this row (None: not compared)."""
+        native, hyper = self.values.get("native"), self.values.get("hypercorn")
+        if self.lower_better is None or native is None or hyper is None:
+            return None
+        return native > hyper if self.lower_better else native < hyper
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -727,215 +807,301 @@ def rows(results: dict[str, Any]) -> list[Row]:
 
     def add(
         label: str,
-        proxy: float | None,
-        direct: float | None,
+        values: dict[str, float | None],
         digits: int = 2,
+        lower_better: bool | None = True,
         panel: str | None = None,
     ) -> None:
-        out.append(Row(label, proxy, direct, digits, panel))
+        parent = ""
+        if label.startswith("  same"):
+            parent = next(row.label for row in reversed(out) if not row.label.startswith(" "))
+        out.append(Row(label, values, digits, lower_better, panel, parent))
 
-    def add_cpu_per_chunk(p: dict[str, Any], d: dict[str, Any], note: str = "") -> None:
-        # direct column: the fake's own CPU per chunk it sent, for scale
-        add(
-            f"  same: proxy CPU per relayed chunk{note} (µs)",
-            p["proxy_cpu_us_per_chunk"],
-            d["fake_cpu_us_per_chunk"],
-            1,
-        )
+    def per_path(s: dict[str, Any], key: str, paths: tuple[str, ...] = PATHS) -> dict[str, Any]:
+        return {path: s[path][key] for path in paths if path in s and s[path].get(key) is not None}
+
+    def over_direct(s: dict[str, Any]) -> dict[str, float | None]:
+        return {path: s[path]["p50_ms"] - s["direct"]["p50_ms"] for path in RELAYS if path in s}
 
     r = results
     if "startup" in r:
-        add("time to ready after start (ms)", r["startup"]["time_to_ready_ms"], None, 0)
-        add("idle RSS (MiB)", r["startup"]["idle_rss_mib"], None, 1)
+        s = r["startup"]
+        add("time to ready after start (ms)", per_path(s, "time_to_ready_ms", RELAYS), 0)
+        add("idle RSS (MiB)", per_path(s, "idle_rss_mib", RELAYS), 1)
     for c, _ in NONSTREAM:
         s = r.get(f"nonstream_c{c}")
-        if s:
-            p, d = s["proxy"], s["direct"]
+        if not s:
+            continue
+        add(
+            f"non-streaming c={c}: req/s",
+            per_path(s, "per_s"),
+            0,
+            False,
+            f"non-streaming c={c}: req/s",
+        )
+        add(f"non-streaming c={c}: p50 latency (ms)", per_path(s, "p50_ms"))
+        add(f"non-streaming c={c}: p99 latency (ms)", per_path(s, "p99_ms"))
+        if c == 1:
             add(
-                f"non-streaming c={c}: req/s",
-                p["per_s"],
-                d["per_s"],
-                0,
-                f"non-streaming c={c}: req/s",
-            )
-            add(
-                f"non-streaming c={c}: p50 latency (ms)",
-                p["p50_ms"],
-                d["p50_ms"],
-                2,
-                "non-streaming c=1: p50 latency (ms)" if c == 1 else None,
-            )
-            add(f"non-streaming c={c}: p99 latency (ms)", p["p99_ms"], d["p99_ms"])
-            if c == 1:
-                add("added latency p50, c=1 (ms)", p["p50_ms"] - d["p50_ms"], None, 3)
-            add(
-                f"proxy CPU per non-streaming request, c={c} (ms)",
-                p["proxy_cpu_ms_per_request"],
-                None,
+                "added latency over direct p50, c=1 (ms)",
+                over_direct(s),
                 3,
+                True,
+                "non-streaming c=1: added latency over direct p50 (ms)",
             )
-            add(
-                f"  same: connections opened to the fake per 1000 requests, c={c}",
-                p["fake_connections_accepted"] * 1000 / p["requests"],
-                d["fake_connections_accepted"] * 1000 / d["requests"],
-                0,
-            )
+        add(
+            f"CPU per non-streaming request, c={c} (ms; direct = the fake's)",
+            per_path(s, "cpu_ms_per_request"),
+            3,
+            True,
+            f"CPU per non-streaming request, c={c} (ms)" if c in (1, 32) else None,
+        )
+        add(
+            f"  same: connections opened to the fake per 1000 requests, c={c}",
+            {
+                path: s[path]["fake_connections_accepted"] * 1000 / s[path]["requests"]
+                for path in PATHS
+                if path in s
+            },
+            0,
+        )
     s = r.get("stream_ttfb_c1")
     if s:
+        add("streaming: first data byte p50, c=1 (ms)", per_path(s, "p50_ms"))
         add(
-            "streaming time to first data byte p50, c=1 (ms)",
-            s["proxy"]["p50_ms"],
-            s["direct"]["p50_ms"],
-            2,
-            "streaming: time to first data byte p50, c=1 (ms)",
+            "  same: over direct p50 (ms)",
+            over_direct(s),
+            3,
+            True,
+            "first SSE data over direct p50, c=1 (ms)",
         )
     s = r.get("stream_c32_20x10ms")
     if s:
-        p, d = s["proxy"], s["direct"]
         add(
             "32 concurrent streams, 20 chunks 10 ms apart: streams/s",
-            p["per_s"],
-            d["per_s"],
+            per_path(s, "per_s"),
             1,
-            "32 concurrent paced streams (20 chunks 10 ms apart): streams/s",
+            False,
         )
-        add("  same: p50 stream duration (ms)", p["p50_ms"], d["p50_ms"], 1)
-        add_cpu_per_chunk(p, d, ", per-request cost included")
-    s = r.get("relay_floor_c32_20x10ms")
-    if s:
+        add("  same: p50 stream duration (ms)", per_path(s, "p50_ms"), 1)
         add(
-            "  same streams through a bare trio TCP relay (bench/relay.py, no parsing): relay CPU"
-            " per relayed chunk (µs; direct = the fake's)",
-            s["relay_cpu_us_per_chunk"],
-            s["fake_cpu_us_per_chunk"],
+            "  same: CPU per relayed chunk, per-request cost included (µs; direct = the fake's)",
+            per_path(s, "cpu_us_per_chunk"),
             1,
-            "bare trio relay, same paced streams: CPU per chunk (µs)",
+            True,
+            "CPU per relayed chunk arriving alone (paced streams, µs)",
         )
     s = r.get("stream_2000_unpaced")
     if s:
-        p, d = s["proxy"], s["direct"]
         add(
             "2000-chunk stream unpaced, one at a time: duration p50 (ms)",
-            p["p50_ms"],
-            d["p50_ms"],
+            per_path(s, "p50_ms"),
             1,
         )
+        add("  same: chunks/s", per_path(s, "chunks_per_s"), 0, False)
         add(
-            "  same: chunks/s",
-            p["chunks_per_s"],
-            d["chunks_per_s"],
-            0,
-            "one unpaced stream at a time: chunks/s",
+            "  same: CPU per relayed chunk (µs; direct = the fake's)",
+            per_path(s, "cpu_us_per_chunk"),
+            1,
+            True,
+            "CPU per relayed chunk, one unpaced stream (µs)",
         )
-        add_cpu_per_chunk(p, d)
     s = r.get("stream_2000_unpaced_c32")
     if s:
-        p, d = s["proxy"], s["direct"]
-        c = p["concurrency"]
+        c = s["direct"]["concurrency"]
         add(
             f"{c} concurrent 2000-chunk streams unpaced: chunks/s, all streams",
-            p["chunks_per_s"],
-            d["chunks_per_s"],
+            per_path(s, "chunks_per_s"),
             0,
-            f"{c} concurrent unpaced streams: chunks/s, all streams",
+            False,
         )
-        add_cpu_per_chunk(p, d)
+        add(
+            "  same: CPU per relayed chunk (µs; direct = the fake's)",
+            per_path(s, "cpu_us_per_chunk"),
+            1,
+        )
     s = r.get("cancel_to_upstream_eof")
     if s:
         add(
             "client disconnect -> upstream EOF p50 (ms)",
-            s["proxy"]["p50_ms"],
-            s["direct"]["p50_ms"],
+            per_path(s, "p50_ms"),
             3,
+            True,
             "client disconnect -> upstream EOF p50 (ms)",
         )
-        add(
-            "client disconnect -> upstream EOF p99 (ms)",
-            s["proxy"]["p99_ms"],
-            s["direct"]["p99_ms"],
-            3,
-        )
+        add("client disconnect -> upstream EOF p99 (ms)", per_path(s, "p99_ms"), 3)
     for key in ("memory_slow_small", "memory_slow_large"):
         s = r.get(key)
-        if s:
-            p, d = s["proxy"], s["direct"]
-            n = s["streams"]
-            held = p["open_at_measurement"], d["open_at_measurement"]
-            opened = (
-                f"{n}"
-                if held == (n, n)
-                else f"{n} asked, {held[0]} (proxy) / {held[1]} (direct) open"
-            )
-            add(
-                f"{opened} slow streams open: RSS (MiB; direct = the fake's)",
-                p["rss_mib"],
-                d["rss_mib"],
-                1,
-                f"{opened} slow streams open: RSS (MiB; direct = the fake upstream's)"
-                if key == "memory_slow_large"
-                else None,
-            )
-            add(
-                "  same: RSS per open stream (KiB; direct = the fake's)",
-                p["rss_per_stream_kib"],
-                d["rss_per_stream_kib"],
-                1,
-                f"{opened} slow streams: RSS per open stream (KiB; direct = the fake's)",
-            )
-            add(
-                f"  same: CPU while held, 1 delta per {s['delta_interval_ms'] / 1000:g} s each "
-                "(% of a core)",
-                p["cpu_while_held_pct"],
-                d["cpu_while_held_pct"],
-                0,
-            )
-            add(
-                "  same: CPU per relayed delta while held (µs; direct = the fake's per sent delta)",
-                p["cpu_us_per_delta"],
-                d["cpu_us_per_delta"],
-                0,
-            )
-            add(
-                "  same: time to open them all (s)",
-                p["time_to_open_all_s"],
-                d["time_to_open_all_s"],
-                2,
-            )
-            add(
-                "  same: all closed -> server fds back to before (ms)",
-                p["release_ms"],
-                d["release_ms"],
-                0,
+        if not s:
+            continue
+        n = s["streams"]
+        short = {path: s[path]["open_at_measurement"] for path in PATHS if path in s}
+        short = {path: held for path, held in short.items() if held != n}
+        opened = f"{n}" if not short else f"{n} asked ({short} open)"
+        add(
+            f"{opened} slow streams open: RSS (MiB; direct = the fake's)",
+            per_path(s, "rss_mib"),
+            1,
+        )
+        add(
+            "  same: RSS per open stream (KiB; direct = the fake's)",
+            per_path(s, "rss_per_stream_kib"),
+            1,
+            True,
+            f"{opened} slow streams: RSS per open stream (KiB)"
+            if key == "memory_slow_large"
+            else None,
+        )
+        add(
+            f"  same: CPU while held, 1 delta per {s['delta_interval_ms'] / 1000:g} s each "
+            "(% of a core)",
+            per_path(s, "cpu_while_held_pct"),
+            0,
+        )
+        add(
+            "  same: CPU per relayed delta while held (µs; direct = the fake's per sent delta)",
+            per_path(s, "cpu_us_per_delta"),
+            0,
+        )
+        add("  same: time to open them all (s)", per_path(s, "time_to_open_all_s"), 2)
+        add(
+            "  same: all closed -> server fds back to before (ms)",
+            per_path(s, "release_ms"),
+            0,
+        )
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16's targets, each a ratio to the floor in this run, and the memory goal."""
+    out: list[dict[str, Any]] = []
+
+    def ratio(name: str, goal: float, unit: str, values: dict[str, float]) -> None:
+        floor = values.get("floor")
+        if not floor:
+            return
+        out.append(
+            {
+                "target": name,
+                "goal": goal,
+                "ratio_to_floor": True,
+                "floor": floor,
+                "floor_unit": unit,
+                **{
+                    path: values[path] / floor for path in ("native", "hypercorn") if path in values
+                },
+            }
+        )
+
+    def over_direct(s: dict[str, Any]) -> dict[str, float]:
+        return {path: s[path]["p50_ms"] - s["direct"]["p50_ms"] for path in RELAYS if path in s}
+
+    def per_relay(s: dict[str, Any], key: str) -> dict[str, float]:
+        return {path: s[path][key] for path in RELAYS if path in s}
+
+    r = results
+    if "nonstream_c1" in r:
+        s = r["nonstream_c1"]
+        ratio("CPU per non-streaming request, c=1", 2.5, "ms", per_relay(s, "cpu_ms_per_request"))
+        ratio("added latency over direct p50, c=1", 2.0, "ms", over_direct(s))
+    if "nonstream_c32" in r:
+        s = r["nonstream_c32"]
+        ratio("CPU per non-streaming request, c=32", 2.5, "ms", per_relay(s, "cpu_ms_per_request"))
+    if "stream_ttfb_c1" in r:
+        ratio("first SSE data over direct p50, c=1", 2.0, "ms", over_direct(r["stream_ttfb_c1"]))
+    for key, name in (
+        ("stream_c32_20x10ms", "CPU per relayed chunk arriving alone (32 paced streams)"),
+        ("stream_2000_unpaced", "CPU per relayed chunk, one unpaced stream"),
+    ):
+        if key in r:
+            ratio(name, 1.5, "µs", per_relay(r[key], "cpu_us_per_chunk"))
+    for key in ("memory_slow_small", "memory_slow_large"):
+        s = r.get(key, {})
+        if s.get("streams") == TARGET_STREAMS:
+            out.append(
+                {
+                    "target": f"RSS per open stream, {TARGET_STREAMS} slow streams (KiB)",
+                    "goal": TARGET_KIB_PER_STREAM,
+                    "ratio_to_floor": False,
+                    "floor": s.get("floor", {}).get("rss_per_stream_kib"),
+                    "floor_unit": "KiB",
+                    **{
+                        path: s[path]["rss_per_stream_kib"]
+                        for path in ("native", "hypercorn")
+                        if path in s
+                    },
+                }
             )
     return out
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    """The targets as a markdown table, then where native is behind hypercorn."""
+    lines = [
+        "| target (issue 16) | goal | native | hypercorn | the floor's own figure |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in targets(results):
+        x = "x" if t["ratio_to_floor"] else ""
+        floor = "—" if t["floor"] is None else f"{t['floor']:.3g} {t['floor_unit']}"
+        cells = []
+        for path in ("native", "hypercorn"):
+            value = t.get(path)
+            verdict = "" if value is None else "met" if value <= t["goal"] else "NOT met"
+            cells.append("—" if value is None else f"{value:.2f}{x} {verdict}")
+        lines.append(f"| {t['target']} | <= {t['goal']:g}{x} | {cells[0]} | {cells[1]} | {floor} |")
+    compared = [row for row in rows(results) if row.behind() is not None]
+    behind = [row for row in compared if row.behind()]
+    if compared:
+        lines.append("")
+        lines.append(
+            f"native ahead of (or level with) hypercorn on {len(compared) - len(behind)} of "
+            f"{len(compared)} figures" + ("; behind on:" if behind else "")
+        )
+        lines += [
+            f"- {row.full_label}: native/hypercorn {fmt(row.ratio('native', 'hypercorn'))}"
+            for row in behind
+        ]
+    return lines
 
 
 def target_note(results: dict[str, Any]) -> str | None:
     """Whether the memory goal was met, if a memory scenario held exactly TARGET_STREAMS."""
     for key in ("memory_slow_small", "memory_slow_large"):
-        proxy = results.get(key, {}).get("proxy")
-        if proxy and proxy["open"] == TARGET_STREAMS:
-            mb = proxy["rss_mib"] * 1024 * 1024 / 1e6
+        native = results.get(key, {}).get("native")
+        if native and native["open"] == TARGET_STREAMS:
+            mb = native["rss_mib"] * 1024 * 1024 / 1e6
             verdict = "met" if mb < TARGET_RSS_MB else "NOT met"
             return (
                 f"goal: {TARGET_STREAMS} concurrent slow streams in one proxy process under "
-                f"{TARGET_RSS_MB} MB RSS: {mb:.0f} MB ({proxy['rss_mib']:.0f} MiB), {verdict}"
+                f"{TARGET_RSS_MB} MB RSS (native server): {mb:.0f} MB "
+                f"({native['rss_mib']:.0f} MiB), {verdict}"
             )
     return None
 
 
 def table(results: dict[str, Any]) -> list[str]:
-    lines = ["| figure | proxy | direct | ratio proxy/direct |", "|---|---:|---:|---:|"]
+    lines = [
+        "| figure | direct | floor | native | hypercorn | native/floor | hypercorn/floor "
+        "| native/hypercorn |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows(results):
-        lines.append(
-            f"| {row.label} | {fmt(row.proxy, row.digits)} | {fmt(row.direct, row.digits)} "
-            f"| {fmt(row.ratio)} |"
-        )
+        cells = [fmt(row.values.get(path), row.digits) for path in PATHS]
+        ratios = [
+            fmt(row.ratio("native", "floor")),
+            fmt(row.ratio("hypercorn", "floor")),
+            fmt(row.ratio("native", "hypercorn")),
+        ]
+        lines.append(f"| {row.label} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     return lines
 
 
+COLOURS = {"direct": "#1b9e77", "floor": "#7570b3", "native": "#d95f02", "hypercorn": "#e7298a"}
+
+
 def plot(out: dict[str, Any], path: Path) -> str:
-    """Bars proxy vs direct, one small panel per main figure (own scale each); returns a note."""
+    """Bars per path, one small panel per main figure (own scale each); returns a note."""
     try:
         import matplotlib
     except ImportError:
@@ -943,20 +1109,24 @@ def plot(out: dict[str, Any], path: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [row for row in rows(out["results"]) if row.panel and row.proxy is not None]
+    panels = [row for row in rows(out["results"]) if row.panel and row.values]
     if not panels:
         return "no plot: no main figure in the results"
     columns = 4
     lines = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines + 0.6), squeeze=False)
     for ax, row in zip(axes.flat, panels, strict=False):
-        label = row.panel or row.label
-        values = [row.proxy or 0.0, row.direct or 0.0]
-        bars = ax.bar(["proxy", "direct"], values, color=["#d95f02", "#1b9e77"])
-        ax.bar_label(bars, labels=[fmt(v, row.digits) for v in values], fontsize=8)
-        title = [*textwrap.wrap(label, 44), f"proxy/direct = {fmt(row.ratio)}"]
+        names = [p for p in PATHS if row.values.get(p) is not None]
+        values = [float(row.values[p] or 0.0) for p in names]
+        bars = ax.bar(names, values, color=[COLOURS[p] for p in names])
+        ax.bar_label(bars, labels=[fmt(v, row.digits) for v in values], fontsize=7)
+        title = [
+            *textwrap.wrap(row.panel or row.label, 44),
+            f"native/floor = {fmt(row.ratio('native', 'floor'))}, "
+            f"hypercorn/floor = {fmt(row.ratio('hypercorn', 'floor'))}",
+        ]
         ax.set_title("\n".join(title), fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=7)
         ax.margins(y=0.2)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
@@ -975,11 +1145,11 @@ def plot(out: dict[str, Any], path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="trioproxy end-to-end benchmark")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="smaller counts (about a minute)")
+    mode.add_argument("--quick", action="store_true", help="smaller counts (about 2 minutes)")
     mode.add_argument(
-        "--smoke", action="store_true", help="tiny counts, every scenario (about 10 s)"
+        "--smoke", action="store_true", help="tiny counts, every scenario (about 20 s)"
     )
-    parser.add_argument("--budget", type=float, default=240.0, help="overall seconds (default 240)")
+    parser.add_argument("--budget", type=float, default=600.0, help="overall seconds (default 600)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -987,12 +1157,20 @@ def main() -> None:
         help="directory for latest.json and latest.png (default bench/results)",
     )
     parser.add_argument("--no-plot", action="store_true", help="do not draw latest.png")
+    parser.add_argument(
+        "--paths",
+        default=",".join(RELAYS),
+        help=f"relays to run besides direct, comma-separated (default {','.join(RELAYS)})",
+    )
     args = parser.parse_args()
+    relays = tuple(p for p in RELAYS if p in args.paths.split(","))
+    if unknown := set(args.paths.split(",")) - set(RELAYS):
+        parser.error(f"unknown path(s) {sorted(unknown)}; choose from {', '.join(RELAYS)}")
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     calibration = calibrate()
     wall = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="trioproxy-bench-"))  # configs and proxy logs, kept
-    bench = Bench(mode_name, args.budget, tmp)
+    tmp = Path(tempfile.mkdtemp(prefix="trioproxy-bench-"))  # configs and logs, kept
+    bench = Bench(mode_name, args.budget, tmp, relays)
     trio.run(bench.main)
     out = {
         "mode": mode_name,
@@ -1006,19 +1184,26 @@ def main() -> None:
         "wall_s": time.monotonic() - wall,
         "logs": str(tmp),
         "sizes": bench.size,
+        "paths": ["direct", *relays],
+        "paths_left_out": bench.paths_left_out,
         "results": bench.results,
         "omitted": bench.omitted,
+        "targets": targets(bench.results),
         "goal": target_note(bench.results),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(table(bench.results)))
+    print()
+    print("\n".join(target_lines(bench.results)))
     if out["goal"]:
         print(f"\n{out['goal']}")
+    for name, why in bench.paths_left_out.items():
+        print(f"\nleft out: path {name}: {why}")
     for name, why in bench.omitted.items():
         print(f"\nleft out: {name}: {why}")
     for name, result in bench.results.items():
-        for path in ("direct", "proxy"):
+        for path in PATHS:
             failed = result.get(path, {}).get("failed", {})
             dropped = result.get(path, {}).get("dropped_before_close", {})
             if failed or dropped:

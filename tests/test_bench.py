@@ -1,7 +1,7 @@
 """The benchmark harness runs end to end: `bench/run.py --smoke` (every scenario, tiny counts).
 
-Only completeness is checked (exit status, every scenario in the JSON, a table row for each), never
-a timing: this runs on slow, noisy machines.
+Only completeness is checked (exit status, every scenario on every path in the JSON, a table row
+for each, the issue-16 targets computed), never a timing: this runs on slow, noisy machines.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ SCENARIO_ROWS = {
     "nonstream_c1": "| non-streaming c=1: req/s |",
     "nonstream_c32": "| non-streaming c=32: req/s |",
     "nonstream_c256": "| non-streaming c=256: req/s |",
-    "stream_ttfb_c1": "| streaming time to first data byte p50, c=1 (ms) |",
+    "stream_ttfb_c1": "| streaming: first data byte p50, c=1 (ms) |",
     "stream_c32_20x10ms": "| 32 concurrent streams, 20 chunks 10 ms apart: streams/s |",
-    "relay_floor_c32_20x10ms": "|   same streams through a bare trio TCP relay (bench/relay.py",
     "stream_2000_unpaced": "| 2000-chunk stream unpaced, one at a time: duration p50 (ms) |",
     "stream_2000_unpaced_c32": " concurrent 2000-chunk streams unpaced: chunks/s, all streams |",
     "cancel_to_upstream_eof": "| client disconnect -> upstream EOF p50 (ms) |",
@@ -43,14 +42,24 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     out = json.loads((tmp_path / "latest.json").read_text())
     assert out["mode"] == "smoke"
     assert out["omitted"] == {}
+    assert out["paths_left_out"] == {}, out["paths_left_out"]
+    assert out["paths"] == ["direct", "floor", "native", "hypercorn"]
     assert set(SCENARIO_ROWS) <= set(out["results"])
+    for scenario in set(SCENARIO_ROWS) - {"startup"}:
+        assert set(out["paths"]) <= set(out["results"][scenario]), scenario
+    assert set(out["results"]["startup"]) >= {"floor", "native", "hypercorn"}
+    # every ratio target of issue 16 was computed (the smoke figures themselves mean nothing)
+    assert len([t for t in out["targets"] if t["ratio_to_floor"]]) == 6, out["targets"]
+    assert all("native" in t and "hypercorn" in t for t in out["targets"])
+    assert "| target (issue 16) |" in done.stdout
     assert out["calibration"]["python_loop_1e6_ints_ms"] > 0
     sizes = {"small": out["sizes"]["memory_small"], "large": out["sizes"]["memory_large"]}
     for scenario, fragment in SCENARIO_ROWS.items():
         assert fragment.format(**sizes) in done.stdout, scenario
     for name in ("memory_slow_small", "memory_slow_large"):
         memory = out["results"][name]
-        for path in ("direct", "proxy"):
+        assert memory["left_out"] == {}
+        for path in out["paths"]:
             # every stream asked for was open when the RSS was read: no figure from fewer
             assert memory[path]["open"] == memory["streams"], (name, path, memory[path])
             assert memory[path]["open_at_measurement"] == memory["streams"], (name, path)
