@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from trioproxy.translate.base import ModelDefaults
 
 __all__ = [
+    "SERVERS",
     "UPSTREAM_TYPES",
     "ClientKey",
     "ModelConfig",
@@ -21,6 +22,9 @@ __all__ = [
 ]
 
 UPSTREAM_TYPES = ("anthropic", "openai-responses", "openai-chat", "demo")
+# `[proxy] server`: native is our own HTTP/1.1 server on h11; hypercorn serves the ASGI app, for
+# TLS and HTTP/2 (DESIGN.md "The edge").
+SERVERS = ("native", "hypercorn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,23 @@ class ProxySettings:
     max_tools: int = 256
     max_json_depth: int = 64
     cors_origins: tuple[str, ...] = ()  # empty: CORS off
+    # The server layer (DESIGN.md "The edge").
+    server: str = "native"  # one of SERVERS
+    certfile: str | None = None  # PEM certificate chain, resolved path; TLS needs server=hypercorn
+    keyfile: str | None = None  # PEM private key of certfile, resolved path; set with certfile
+    head_timeout: float = 10.0  # seconds to receive a whole request head (against slowloris)
+    body_timeout: float = 30.0  # seconds of silence allowed inside a request body
+    # Seconds an idle keep-alive connection is kept: longer than common load balancers' idle
+    # timeout (60 s), so that they, not we, close it (no request is sent on a connection we closed).
+    keep_alive_timeout: float = 75.0
+    # Request head limit in bytes, larger answers 431. nginx's default is 4 buffers of 8 KiB
+    # (large_client_header_buffers); an API client needs a few hundred bytes.
+    max_header_bytes: int = 32 * 1024
+
+    @property
+    def tls(self) -> bool:
+        """Whether clients connect with TLS (certfile and keyfile are set)."""
+        return self.certfile is not None and self.keyfile is not None
 
 
 @dataclass(frozen=True, slots=True)

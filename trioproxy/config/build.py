@@ -46,6 +46,7 @@ def parse_config(
     *,
     source: str = "proxy.ini",
     files: Mapping[str, str] | None = None,
+    base_dir: str | None = None,
 ) -> ProxyConfig:
     """Parse proxy.ini text into a `ProxyConfig`. Pure: no file or environment access.
 
@@ -55,6 +56,8 @@ def parse_config(
         source: the name used in error messages ("proxy.ini line 12: ...").
         files: the contents of files the config names (`api_keys_file`), by path as written.
             `load_config` passes a mapping that reads them; a missing path is a ConfigError.
+        base_dir: the directory that relative `certfile` / `keyfile` paths are resolved against
+            (`load_config` passes the config file's); None leaves them as written.
 
     Returns:
         The configuration; `warnings` lists what deserves a line at start-up.
@@ -71,7 +74,8 @@ def parse_config(
     if not isinstance(text, str):
         raise ConfigError(f"{source}: the config text must be a str, got {type(text).__name__}")
     return build(
-        read_ini(text, source), Context(source, environ, {} if files is None else files, [])
+        read_ini(text, source),
+        Context(source, environ, {} if files is None else files, [], base_dir),
     )
 
 
@@ -81,6 +85,7 @@ def parse_config_mapping(
     *,
     source: str = "<config mapping>",
     files: Mapping[str, str] | None = None,
+    base_dir: str | None = None,
 ) -> ProxyConfig:
     """Like `parse_config`, for `{section: {key: value}}` (values str, int, float, bool or list of
     str, which are written as the INI would spell them). Messages have no line numbers.
@@ -92,7 +97,7 @@ def parse_config_mapping(
     """
     return build(
         sections_from_mapping(sections, source),
-        Context(source, environ, {} if files is None else files, []),
+        Context(source, environ, {} if files is None else files, [], base_dir),
     )
 
 

@@ -3,7 +3,9 @@ environment. Everything else in `trioproxy.config` is pure and takes both as arg
 
 It reads proxy.ini (or takes INI text, or a mapping), passes the environment, and hands
 `parse_config` a mapping that reads the files the config names (`api_keys_file`) relative to the
-config file's directory.
+config file's directory, and that directory, against which `certfile` and `keyfile` are resolved.
+Those two are opened once here (and closed at once), so that `trioproxy --check` and a reload
+name a wrong path and its line rather than the server failing later.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trioproxy.config.build import parse_config, parse_config_mapping
+from trioproxy.config.ini import locate_lines
 from trioproxy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
 ) -> ProxyConfig:
-    """IMPURE: read a config file (and its `api_keys_file`) and parse it; the package's only IO.
+    """IMPURE: read a config file (and the files it names) and parse it; the package's only IO.
 
     Args:
         source: a path to proxy.ini; or INI text (a str containing a newline); or a mapping
@@ -67,13 +70,38 @@ def load_config(
         >>> config = load_config("proxy.ini")  # doctest: +SKIP
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
+    text: str | None
     if isinstance(source, Mapping):
-        return parse_config_mapping(source, env, files=_FileReader(Path.cwd()))
-    if isinstance(source, str) and "\n" in source:
-        return parse_config(source, env, source="<config text>", files=_FileReader(Path.cwd()))
-    path = Path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{os.fspath(source)}: not UTF-8 text (byte {exc.start})") from None
-    return parse_config(text, env, source=os.fspath(source), files=_FileReader(path.parent))
+        text, name, base = None, "<config mapping>", Path.cwd()
+        config = parse_config_mapping(
+            source, env, source=name, files=_FileReader(base), base_dir=str(base)
+        )
+    else:
+        if isinstance(source, str) and "\n" in source:
+            text, name, base = source, "<config text>", Path.cwd()
+        else:
+            path = Path(source)
+            name, base = os.fspath(source), path.parent
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+        config = parse_config(text, env, source=name, files=_FileReader(base), base_dir=str(base))
+    _check_tls_files(config, text, name)
+    return config
+
+
+def _check_tls_files(config: ProxyConfig, text: str | None, source: str) -> None:
+    """IO. certfile and keyfile must be readable now, not only when the server starts."""
+    for key, path in (("certfile", config.proxy.certfile), ("keyfile", config.proxy.keyfile)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            line = None if text is None else locate_lines(text).keys.get(("proxy", key))
+            where = source if line is None else f"{source} line {line}"
+            reason = exc.strerror or type(exc).__name__
+            message = f"{where}: [proxy] {key} cannot read {path!r}: {reason}"
+            raise ConfigError(message) from None

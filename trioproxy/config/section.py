@@ -37,6 +37,9 @@ class Context:
     environ: Mapping[str, str]
     files: Mapping[str, str]
     warnings: list[str]
+    # The directory relative paths (certfile, keyfile) are resolved against: the config file's.
+    # None leaves them as written (relative to the working directory of whoever opens them).
+    base_dir: str | None = None
 
 
 class Section:

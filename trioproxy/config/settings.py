@@ -1,17 +1,22 @@
 """The `[proxy]` section to `ProxySettings`. Pure.
 
-Invariant: with no client key configured, `listen` must be a loopback address (DESIGN.md
-"proxy.ini"): anyone who could reach the proxy could spend the upstream keys.
+Invariants:
+- With no client key configured, `listen` must be a loopback address (DESIGN.md "proxy.ini"):
+  anyone who could reach the proxy could spend the upstream keys. TLS does not change that.
+- TLS (`certfile`, `keyfile`) needs `server = hypercorn` (the native server speaks plain
+  HTTP/1.1) and both files. Their paths are resolved against `Context.base_dir`, the config file's
+  directory (as `api_keys_file` is); nothing here opens them: `load_config` checks they can be read.
 """
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from trioproxy.config.keys import client_keys
 from trioproxy.config.values import is_loopback, parse_listen, show
-from trioproxy.config_types import ProxySettings
+from trioproxy.config_types import SERVERS, ProxySettings
 from trioproxy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,11 +42,21 @@ PROXY_KEYS = (
     "max_tools",
     "max_json_depth",
     "cors_origins",
+    "server",
+    "certfile",
+    "keyfile",
+    "head_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "max_header_bytes",
 )
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("text", "json")
 _MIN_JSON_DEPTH = 8  # a chat request with an image part already nests 5 deep
+# A request head with a bearer key, a content type, a user agent and the SDKs' x-stainless-*
+# headers is well under 1 KiB; below that, ordinary clients would get 431.
+_MIN_HEADER_BYTES = 1024
 
 
 _DEFAULT_SETTINGS = ProxySettings()
@@ -68,6 +83,8 @@ def build_settings(section: Section, key_sections: list[Section]) -> ProxySettin
     max_json_depth = section.integer(
         "max_json_depth", _DEFAULT_SETTINGS.max_json_depth, minimum=_MIN_JSON_DEPTH
     )
+    server = section.choice("server", _DEFAULT_SETTINGS.server, SERVERS)
+    certfile, keyfile = _tls_files(section, server)
     return ProxySettings(
         listen_host=host,
         listen_port=port,
@@ -98,7 +115,64 @@ def build_settings(section: Section, key_sections: list[Section]) -> ProxySettin
         max_tools=section.integer("max_tools", _DEFAULT_SETTINGS.max_tools, minimum=0),
         max_json_depth=max_json_depth,
         cors_origins=_cors_origins(section),
+        server=server,
+        certfile=certfile,
+        keyfile=keyfile,
+        head_timeout=section.seconds(
+            "head_timeout", _DEFAULT_SETTINGS.head_timeout, allow_zero=False
+        ),
+        body_timeout=section.seconds(
+            "body_timeout", _DEFAULT_SETTINGS.body_timeout, allow_zero=False
+        ),
+        keep_alive_timeout=section.seconds(
+            "keep_alive_timeout", _DEFAULT_SETTINGS.keep_alive_timeout, allow_zero=False
+        ),
+        max_header_bytes=section.integer(
+            "max_header_bytes", _DEFAULT_SETTINGS.max_header_bytes, minimum=_MIN_HEADER_BYTES
+        ),
     )
+
+
+def _tls_files(section: Section, server: str) -> tuple[str | None, str | None]:
+    """(certfile, keyfile) as resolved paths, or (None, None) without TLS."""
+    certfile = _path(section, "certfile")
+    keyfile = _path(section, "keyfile")
+    if certfile is None and keyfile is None:
+        return None, None
+    given = "certfile" if certfile is not None else "keyfile"
+    if server != "hypercorn":
+        section.fail(
+            given,
+            "is set, but TLS needs server = hypercorn (the native server speaks plain HTTP/1.1); "
+            "add server = hypercorn to [proxy], or remove certfile and keyfile",
+        )
+    if certfile is None or keyfile is None:
+        missing = "keyfile" if keyfile is None else "certfile"
+        section.fail(
+            given,
+            f"is set without {missing}: TLS needs both, certfile (the PEM certificate chain) "
+            "and keyfile (its PEM private key)",
+        )
+    return certfile, keyfile
+
+
+def _path(section: Section, key: str) -> str | None:
+    """A file path, resolved against the config file's directory; None when absent or empty."""
+    value = section.text(key)
+    if not value:
+        return None
+    if not value.isprintable():
+        section.fail(key, "cannot contain control characters")
+    if value == "~" or value.startswith("~/"):
+        # As a shell would expand it, from HOME in the environ given (this module reads none).
+        home = section.ctx.environ.get("HOME")
+        if not home:
+            section.fail(key, "starts with ~, but HOME is not set; write the full path")
+        value = home + value[1:]
+    elif value.startswith("~"):
+        section.fail(key, f"cannot use ~user, got {show(value)}; write the full path")
+    base = section.ctx.base_dir
+    return value if base is None else str(PurePath(base, value))
 
 
 def _cors_origins(section: Section) -> tuple[str, ...]:

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["describe"]
 
 
-def _url_for(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url_for(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def describe(config: ProxyConfig) -> str:
@@ -26,6 +27,7 @@ def describe(config: ProxyConfig) -> str:
         listen: http://127.0.0.1:8003
         auth: off (no client keys: anyone on this machine may use it; loopback only)
         metrics: GET /metrics, no key needed
+        server: native; timeouts head 10 s, body 30 s, keep-alive 75 s; max_header_bytes 32768
         upstreams:
           anthropic  anthropic  https://api.anthropic.com  disabled: ANTHROPIC_API_KEY is not set
           demo       demo       (built in)                 enabled
@@ -34,7 +36,7 @@ def describe(config: ProxyConfig) -> str:
           demo      -> demo
     """
     proxy = config.proxy
-    lines = [f"listen: {_url_for(proxy.listen_host, proxy.listen_port)}"]
+    lines = [f"listen: {_url_for(proxy.listen_host, proxy.listen_port, tls=proxy.tls)}"]
     if proxy.keys:
         described = []
         for key in proxy.keys:
@@ -61,6 +63,7 @@ def describe(config: ProxyConfig) -> str:
         )
     if proxy.cors_origins:
         lines.append("cors origins: " + ", ".join(proxy.cors_origins))
+    lines.append(_server_line(config))
     lines.append("upstreams:" if config.upstreams else "upstreams: none")
     rows = []
     for name, upstream in config.upstreams.items():
@@ -101,6 +104,20 @@ def describe(config: ProxyConfig) -> str:
         rows.append([model.name, "-> " + targets + (f" [{'; '.join(notes)}]" if notes else "")])
     lines += _table(rows)
     return "\n".join(lines)
+
+
+def _server_line(config: ProxyConfig) -> str:
+    proxy = config.proxy
+    if proxy.server == "native":
+        kind = "native"
+    elif proxy.tls:
+        kind = f"hypercorn, TLS (certfile {proxy.certfile}, keyfile {proxy.keyfile})"
+    else:
+        kind = "hypercorn, no TLS"
+    return (
+        f"server: {kind}; timeouts head {proxy.head_timeout:g} s, body {proxy.body_timeout:g} s, "
+        f"keep-alive {proxy.keep_alive_timeout:g} s; max_header_bytes {proxy.max_header_bytes}"
+    )
 
 
 def _table(rows: list[list[str]]) -> list[str]:
