@@ -33,6 +33,11 @@ access_logger = logging.getLogger("trioproxy.access")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
+_UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -75,7 +80,9 @@ class JSONFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        # json.dumps escapes C0 only; DEL, C1 and U+2028 / U+2029 are escaped here too, so no
+        # viewer or `str.splitlines` breaks the line (JSON allows \\uXXXX for any character).
+        return _UNSAFE_IN_JSON.sub(_json_escape, json.dumps(out, ensure_ascii=False))
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
