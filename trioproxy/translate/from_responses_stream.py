@@ -32,13 +32,15 @@ https://platform.openai.com/docs/api-reference/responses-streaming and the recor
   answer is never a clean end); malformed chunks raise `UpstreamProtocolError`. Nothing else
   escapes `feed()` or `finish()`.
 
-Theory of operation: the translator keeps the list of output items. A reasoning delta, a text
-delta and a tool call each need an item of their kind: the open one if the last open item is of
-that kind, else a new one, and starting a reasoning or message item first ends the items still
-open (function calls stay open together, so that a server interleaving parallel calls' argument
-fragments by `index` still works). A `finish_reason` ends every open item (`incomplete` for
-`length` / `content_filter`); the terminal event waits for `finish()` because the usage chunk
-comes after the finish chunk (MAPPING.md C.4).
+Theory of operation: the translator keeps the list of output items, at most one of them open,
+as OpenAI streams them (one item ends before the next is added). A reasoning delta and a text
+delta continue the open item if it is of their kind, else end it and add a new one; a tool call
+with a new `index` ends the open item and adds a `function_call` item, and its argument
+fragments continue it. Chat streams send parallel calls one after the other (OpenAI, and every
+trioproxy translator); a fragment for a call that was already ended (a server interleaving two
+calls) raises `UpstreamProtocolError` rather than being lost. A `finish_reason` ends the open
+item (`incomplete` for `length` / `content_filter`); the terminal event waits for `finish()`
+because the usage chunk comes after the finish chunk (MAPPING.md C.4).
 """
 
 from __future__ import annotations
@@ -404,7 +406,10 @@ class ChatToResponsesStream:
             item = self._open_item("function_call", "fc", out, call_id=call_id, name=name)
             self._calls[index] = item
         elif not item.open:
-            raise UpstreamProtocolError("a chat tool call continued after other output")
+            raise UpstreamProtocolError(
+                "a chat tool call continued after other output (interleaved tool calls cannot "
+                "be streamed as Responses items)"
+            )
         arguments = function.get("arguments")
         if arguments is None or arguments == "":
             return
@@ -427,13 +432,7 @@ class ChatToResponsesStream:
     def _open_item(
         self, kind: str, prefix: str, out: list[Event], *, call_id: str = "", name: str = ""
     ) -> _Item:
-        if kind == "function_call":
-            # Function calls stay open beside each other; text and reasoning end them.
-            for item in self._items:
-                if item.open and item.kind != "function_call":
-                    self._close(item, out, status="completed")
-        else:
-            self._close_all(out, status="completed")
+        self._close_all(out, status="completed")  # one open item at a time, as OpenAI streams
         index = len(self._items)
         item = _Item(kind, index, f"{prefix}_{self._id_suffix}_{index}", call_id=call_id, name=name)
         self._items.append(item)
