@@ -1296,3 +1296,29 @@ def test_a_completion_without_one_choice_is_a_protocol_error() -> None:
         chat_completion_to_response({"choices": []}, META)
     with pytest.raises(UpstreamProtocolError):
         chat_completion_to_response({"choices": [{"message": "x"}]}, META)
+
+
+# --- the doc is complete ---------------------------------------------------------------------
+
+
+def _create_param_names() -> list[str]:
+    from openai.types.responses.response_create_params import ResponseCreateParamsBase
+
+    return sorted(ResponseCreateParamsBase.__annotations__)
+
+
+@pytest.mark.parametrize("name", _create_param_names())
+def test_every_sdk_request_field_is_documented_and_never_a_crash(name: str) -> None:
+    doc = (DATA.parent.parent / "docs/translation-responses-inbound.md").read_text(encoding="utf-8")
+    assert f"`{name}`" in doc, f"docs/translation-responses-inbound.md does not cover {name}"
+    if name in ("model", "input"):
+        return
+    errors: list[ClientError] = []
+    for value in (True, "x", 7, {"k": "v"}, [{"type": "x"}]):
+        try:
+            to_chat(ask(**{name: value}))
+        except ClientError as exc:
+            errors.append(exc)
+    for error in errors:
+        assert error.status == 400
+        assert error.param is not None and error.param.split(".")[0].split("[")[0] == name
