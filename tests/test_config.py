@@ -183,6 +183,16 @@ system_prompt = Be brief.
     )
 
 
+def test_retry_max_wait_defaults_to_three_seconds_as_the_shipped_ini_says() -> None:
+    # A proxy must not hold a client silently for long (issue 17): the budget is short.
+    upstream = parse("[upstream:d]\ntype = demo\n").upstreams["d"]
+    assert upstream.retry_max_wait == 3.0 == UpstreamConfig(name="x", type="demo").retry_max_wait
+    quoted = re.search(r"^; retry_max_wait = (\S+) ", SHIPPED.read_text(), flags=re.MULTILINE)
+    assert quoted is not None and float(quoted[1]) == upstream.retry_max_wait
+    text = SHIPPED.read_text().replace("; retry_max_wait = 3", "retry_max_wait = 2.5")
+    assert parse_config(text, {}).upstreams["anthropic"].retry_max_wait == 2.5
+
+
 def test_upstream_types_get_their_default_base_url_and_demo_needs_no_key() -> None:
     config = parse(
         """

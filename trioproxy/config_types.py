@@ -93,7 +93,9 @@ class UpstreamConfig:
     read_timeout: float = 600.0  # longest silence between bytes from upstream
     total_timeout: float | None = None  # seconds for the whole request, None: no limit
     max_retries: int = 2  # retries before the first byte (then the next upstream)
-    retry_max_wait: float = 30.0  # total seconds of backoff one request may spend
+    # Total seconds of backoff one request may spend on this upstream. Short: a proxy must not hold
+    # a client silently (issue 17); a longer `retry-after` goes to the client, whose SDK retries.
+    retry_max_wait: float = 3.0
     verify_tls: bool = True
     ca_file: str | None = None
     # None: HTTPS_PROXY / NO_PROXY from the environment. Not in repr: it may hold user:password@.
