@@ -2,15 +2,24 @@
 
 Stage: the orchestration at the IO edge. `Engine.run_stream` reads top to bottom like DESIGN.md's
 data flow: route -> (for each upstream, with retries) translate -> upstream request -> SSE decode ->
-translate back -> `emit(chunks)`. The three faces (SSE in `asgi`, WebSocket in `websocket`, the
-in-process API in `embed`) call it inside their own nursery, beside a disconnect watcher, a
-keep-alive ticker and a shutdown watcher; cancelling that nursery closes the upstream connection
-(the HTTP client closes it forcefully when its context exits by cancellation).
+translate back -> `emit(chunks)`. The pump calls it inside the face's nursery, beside a
+disconnect watcher, a keep-alive ticker and a shutdown watcher; cancelling that nursery closes
+the upstream connection (the HTTP client closes it forcefully when its context exits by
+cancellation).
 
 Invariants:
+- `on_accept()` is called once, when an upstream answered with a success status and an event
+  stream, before its first event is read, and nothing is emitted before it: the face holds its
+  response headers (and its keep-alive comments) until then (docs/streaming.md, the commitment
+  rule).
 - Retries and failover happen only before the first chunk was emitted: after that, the client has
   seen part of an answer and a second attempt would repeat or contradict it.
+- No wait is longer than what is left of the upstream's `retry_max_wait`: a longer
+  `retry-after` moves on to the next candidate, or reaches the client with the upstream's status.
+  Every retry and every give-up is logged and recorded with its reason (`RequestRecord`).
 - A client fault (`ClientError`) is never retried and never reaches a second upstream.
+- The client sees one request id, the proxy's: the upstream's is kept in
+  `RequestRecord.upstream_request_id`, never passed on as an error header.
 - Everything the engine raises on purpose is a `ProxyError`; the faces render it.
 """
 
@@ -492,9 +501,10 @@ def _header(exc: ProxyError, name: str) -> str | None:
 
 
 def _reason(exc: UpstreamError) -> str:
-    """A short, bounded label for a failure: the upstream's status, else our error code."""
+    """A short, bounded label for a failure: its status (for an error event inside a 200
+    stream, the status its type maps to, e.g. 529 for `overloaded_error`), else our code."""
     if isinstance(exc, UpstreamStatusError):
-        return str(exc.upstream_status)
+        return str(exc.status)
     return exc.code or type(exc).__name__
 
 
