@@ -247,6 +247,21 @@ def parse_responses(data: bytes, *, eof: bool, head: bool = False) -> list[Respo
     return out
 
 
+async def read_responses(
+    stream: trio.SocketStream, count: int, seconds: float, got: Received
+) -> list[Response]:
+    """Read until `count` complete responses are in `got` (or the server closes, or `seconds`
+    pass); return the complete ones."""
+
+    def complete() -> list[Response]:
+        return [r for r in parse_responses(got.data, eof=got.closed) if r.complete]
+
+    with trio.move_on_after(seconds):
+        while len(complete()) < count and not got.closed:
+            await read_until_eof(stream, 0.05, into=got)
+    return complete()
+
+
 def sse_events(body: bytes) -> list[Any]:
     """The `data:` payloads of an SSE body (JSON-parsed, `[DONE]` kept as str); a torn last event
     is dropped."""

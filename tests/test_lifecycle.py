@@ -12,6 +12,7 @@ Nothing here imports the server layer, so these tests are the spec for any serve
 from __future__ import annotations
 
 import json
+import resource
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,10 @@ from tests.lifecycle_support import (
     daemon_ini,
     error_codes,
     free_port,
+    http_get,
     parse_responses,
     poll_until,
+    read_responses,
     read_until,
     read_until_eof,
     spawn_daemon,
@@ -536,6 +539,53 @@ async def test_websocket_open_close_cycles_leave_descriptors_and_in_flight_where
     assert after_in_flight == in_flight and after_fds <= fds + FD_TOLERANCE, (
         f"{WS_CYCLES} WebSocket cycles: descriptors {fds} -> {after_fds}, "
         f"trioproxy_in_flight {in_flight} -> {after_in_flight}"
+    )
+
+
+async def test_at_the_descriptor_limit_the_daemon_serves_what_it_accepted_logs_once_and_recovers(
+    tmp_path: Path,
+) -> None:
+    daemon = await start_daemon(
+        tmp_path, "[upstream:demo]\ntype = demo\n\n[model:demo]\nupstream = demo\n"
+    )
+    silent: list[trio.SocketStream] = []
+    try:
+        kept = await connect(daemon.port)  # accepted before the limit is reached
+        silent.append(kept)
+        kept_got = Received()
+        await kept.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [r.status for r in await read_responses(kept, 1, 5, kept_got)] == [200]
+        # A soft limit a few descriptors above what the daemon holds now (prlimit(2) on the
+        # running process: the limit is hit by accept(), not at start-up).
+        limit = daemon.descriptors() + 6
+        _, hard = resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (limit, hard))
+        log_before = len(daemon.stderr())
+        with trio.fail_after(10):
+            for _ in range(30):  # silent connections: the first few fill the table, the rest queue
+                silent.append(await connect(daemon.port))
+            await trio.sleep(1.5)
+            # the connection it had accepted is still served, at once
+            await kept.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = await read_responses(kept, 2, 1, kept_got)
+            assert [r.status for r in answers] == [200, 200], (
+                f"an accepted connection starved at the limit: {kept_got}"
+            )
+            flood_log = daemon.stderr()[log_before:]
+            for stream in silent[1:]:  # the silent clients give up: descriptors come free
+                await stream.aclose()
+            recovered = await http_get(daemon.port, "/health", seconds=5)
+        assert recovered.status == 200, "no recovery after descriptors came free"
+    finally:
+        for stream in silent:
+            await stream.aclose()
+        daemon.kill()
+    complaints = [
+        line for line in flood_log.splitlines() if " ERROR " in line or " WARNING " in line
+    ]
+    assert 1 <= len(complaints) <= 2, (
+        f"the limit should be logged once per interval, not once per failed accept: "
+        f"{len(complaints)} lines in 1.5 s:\n" + "\n".join(complaints[:5])
     )
 
 
