@@ -355,7 +355,7 @@ async def ws_handshake(port: int, *, key: str | None = None) -> tuple[trio.Socke
     head, sep, rest = got.data.partition(b"\r\n\r\n")
     if not sep or not head.startswith(b"HTTP/1.1 101"):
         await stream.aclose()
-        raise AssertionError(f"WebSocket handshake refused: {got.data[:300]!r}")
+        raise AssertionError(f"WebSocket handshake refused: {got.data[:300]!r} closed={got.closed}")
     got.data = rest
     return stream, got
 

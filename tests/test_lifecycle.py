@@ -452,12 +452,19 @@ async def one_cycle(port: int, kind: str, i: int) -> None:
                 await read_until(stream, b"\r\n\r\n", 2)
 
 
-async def run_cycles(count: int, cycle: Callable[[int], Awaitable[None]]) -> None:
+async def run_cycles(daemon: Daemon, count: int, cycle: Callable[[int], Awaitable[None]]) -> None:
     limit = trio.Semaphore(PARALLEL)
 
     async def guarded(i: int) -> None:
         async with limit:
-            await cycle(i)
+            try:
+                await cycle(i)
+            except (OSError, AssertionError):
+                if daemon.proc.poll() is not None:
+                    raise AssertionError(
+                        f"the daemon died during cycle {i}:\n{daemon.stderr()[-3000:]}"
+                    ) from None
+                raise
 
     async with trio.open_nursery() as nursery:
         for i in range(count):
@@ -482,7 +489,7 @@ async def baseline(daemon: Daemon, warm_up: Callable[[int], Awaitable[None]]) ->
     """The daemon's readings after a few cycles of the kind under test (so lazily built state,
     loggers and buffers, exists already) and a short settle. Earlier tests on this daemon may have
     left something behind; each test compares against its own baseline."""
-    await run_cycles(PARALLEL, warm_up)
+    await run_cycles(daemon, PARALLEL, warm_up)
     await trio.sleep(0.3)
     return daemon.descriptors(), await daemon.in_flight()
 
@@ -496,7 +503,7 @@ async def test_request_cycles_leave_descriptors_and_in_flight_where_they_started
     cycle = partial(one_cycle, cycling_daemon.port, kind)
     with trio.fail_after(40):
         fds, in_flight = await baseline(cycling_daemon, cycle)
-        await run_cycles(CYCLES_PER_KIND, cycle)
+        await run_cycles(cycling_daemon, CYCLES_PER_KIND, cycle)
         after_fds, after_in_flight = await settled(cycling_daemon, fds, in_flight)
     assert after_in_flight == in_flight and after_fds <= fds + FD_TOLERANCE, (
         f"{CYCLES_PER_KIND} {kind} cycles: descriptors {fds} -> {after_fds}, "
@@ -534,7 +541,7 @@ async def test_websocket_open_close_cycles_leave_descriptors_and_in_flight_where
     cycle = partial(ws_cycle, cycling_daemon.port)
     with trio.fail_after(40):
         fds, in_flight = await baseline(cycling_daemon, cycle)
-        await run_cycles(WS_CYCLES, cycle)
+        await run_cycles(cycling_daemon, WS_CYCLES, cycle)
         after_fds, after_in_flight = await settled(cycling_daemon, fds, in_flight)
     assert after_in_flight == in_flight and after_fds <= fds + FD_TOLERANCE, (
         f"{WS_CYCLES} WebSocket cycles: descriptors {fds} -> {after_fds}, "
