@@ -388,9 +388,19 @@ class Daemon:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     async def metrics(self) -> str:
-        response = await http_get(self.port, "/metrics")
+        try:
+            response = await http_get(self.port, "/metrics")
+        except OSError:
+            await self.assert_alive()
+            raise
         assert response.status == 200, response
         return response.body.decode()
+
+    async def assert_alive(self) -> None:
+        """Fail with the daemon's log if it has exited (or does within half a second)."""
+        await poll_until(lambda: self.proc.poll() is not None, 0.5)
+        code = self.proc.poll()
+        assert code is None, f"the daemon died (exit {code}):\n{self.stderr()[-3000:]}"
 
     async def in_flight(self) -> float:
         return gauge(await self.metrics(), "trioproxy_in_flight")

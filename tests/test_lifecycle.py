@@ -460,10 +460,7 @@ async def run_cycles(daemon: Daemon, count: int, cycle: Callable[[int], Awaitabl
             try:
                 await cycle(i)
             except (OSError, AssertionError):
-                if daemon.proc.poll() is not None:
-                    raise AssertionError(
-                        f"the daemon died during cycle {i}:\n{daemon.stderr()[-3000:]}"
-                    ) from None
+                await daemon.assert_alive()
                 raise
 
     async with trio.open_nursery() as nursery:
