@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from trioproxy.asgi import ProxyApp
 from trioproxy.config import parse_config
+from trioproxy.servers.asgi import ASGIApp
+from trioproxy.service import Runtime
 from trioproxy.upstream import HTTPClient
 
 if TYPE_CHECKING:
@@ -57,10 +58,11 @@ class Response:
 
 
 class ASGIClient:
-    """Drives a ProxyApp through memory channels, as hypercorn would (STYLE.md §9)."""
+    """Drives the ASGI app through memory channels, as hypercorn would (STYLE.md §9)."""
 
-    def __init__(self, app: ProxyApp) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.runtime = app.runtime
 
     async def request(
         self,
@@ -125,7 +127,7 @@ async def http_client() -> AsyncIterator[HTTPClient]:
 
 
 def make_client(config: ProxyConfig, http: HTTPClient) -> ASGIClient:
-    return ASGIClient(ProxyApp(config, http))
+    return ASGIClient(ASGIApp(Runtime(config, http)))
 
 
 @pytest.fixture

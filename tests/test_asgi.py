@@ -180,7 +180,7 @@ async def test_shutdown_expiry_ends_a_stream_with_an_error_chunk(http_client: HT
     def on_piece(piece: bytes) -> None:
         pieces.append(piece)
         if len(pieces) == 2:
-            client.app.shutdown.expire()
+            client.runtime.lifecycle.expire()
 
     resp = await client.chat({**HELLO, "stream": True}, on_piece=on_piece)
     payloads = sse_payloads(resp.body)
@@ -190,7 +190,7 @@ async def test_shutdown_expiry_ends_a_stream_with_an_error_chunk(http_client: HT
 
 
 async def test_requests_while_draining_get_503(demo_client: ASGIClient) -> None:
-    demo_client.app.shutdown.drain()
+    demo_client.runtime.lifecycle.drain()
     resp = await demo_client.chat(HELLO)
     assert resp.status == 503
     assert resp.json()["error"]["code"] == "server_shutdown"
@@ -211,10 +211,10 @@ async def test_oversized_headers_get_431(demo_client: ASGIClient) -> None:
 
 
 async def test_a_request_arriving_after_expiry_is_ended_by_shutdown_at_once() -> None:
-    from trioproxy.asgi import Shutdown
     from trioproxy.record import RequestRecord
+    from trioproxy.service import Lifecycle
 
-    shutdown = Shutdown()
+    shutdown = Lifecycle()
     shutdown.expire()
     record = RequestRecord(request_id="r", started=0.0, stream=False)
     with trio.CancelScope() as scope, shutdown.guard(scope, record):

@@ -159,7 +159,7 @@ async def test_errors_md_other_inputs_match_what_the_proxy_answers(
     method: str, path: str, body: bytes, status: int, code: str, demo_client: ASGIClient
 ) -> None:
     small = config_from(DEMO_INI.replace("keepalive_interval = 15", "max_body_bytes = 1024"))
-    demo_client.app.load(small)
+    demo_client.runtime.reload(small)
     response = await demo_client.request(method, path, body=body)
     assert (response.status, response.json()["error"]["code"]) == (status, code)
     assert (str(status), code) in catalogue_codes()
@@ -169,7 +169,7 @@ async def test_errors_md_other_inputs_match_what_the_proxy_answers(
 
 async def test_errors_md_auth_row_matches_what_the_proxy_answers(demo_client: ASGIClient) -> None:
     keyed = DEMO_INI.replace("keepalive_interval = 15", "api_keys = sk-right")
-    demo_client.app.load(config_from(keyed))
+    demo_client.runtime.reload(config_from(keyed))
     body = {"model": "demo", "messages": [{"role": "user", "content": "Hi"}]}
     missing = await demo_client.chat(body)
     wrong = await demo_client.chat(body, key="sk-wrong")

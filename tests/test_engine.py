@@ -308,7 +308,7 @@ async def test_shutdown_expiry_answers_a_waiting_non_streaming_request_with_503(
     outcomes: list[Outcome | None] = []
     async with trio.open_nursery() as nursery:
         client = await _client(nursery, http_client, fake)
-        client.app.on_finish.append(lambda record: outcomes.append(record.outcome))
+        client.runtime.on_finish.append(lambda record: outcomes.append(record.outcome))
         results = []
         answered = trio.Event()
 
@@ -319,7 +319,7 @@ async def test_shutdown_expiry_answers_a_waiting_non_streaming_request_with_503(
         nursery.start_soon(ask)
         with trio.fail_after(10):
             await fake.request_arrived.wait()
-        client.app.shutdown.expire()
+        client.runtime.lifecycle.expire()
         with trio.fail_after(5):
             await fake.seen[0].closed.wait()
             await answered.wait()

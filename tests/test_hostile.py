@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DEMO_INI, ASGIClient, config_from
-from trioproxy.asgi import ProxyApp
+from trioproxy.servers.asgi import ASGIApp
+from trioproxy.service import Runtime
 from trioproxy.upstream import HTTPClient
 
 json_values = st.recursive(
@@ -112,7 +113,7 @@ async def test_fuzzed_requests_never_get_a_500_nor_hang(
 ) -> None:
     http = HTTPClient()
     try:
-        client = ASGIClient(ProxyApp(config_from(DEMO_INI), http))
+        client = ASGIClient(ASGIApp(Runtime(config_from(DEMO_INI), http)))
         with trio.fail_after(10):
             resp = await client.request(method, path, body=body, headers=hdrs)
     finally:
@@ -128,13 +129,17 @@ async def test_fuzzed_requests_never_get_a_500_nor_hang(
 async def test_cors_is_off_by_default_and_on_for_configured_origins(
     http_client: HTTPClient,
 ) -> None:
-    plain = ASGIClient(ProxyApp(config_from(DEMO_INI), http_client))
+    plain = ASGIClient(ASGIApp(Runtime(config_from(DEMO_INI), http_client)))
     resp = await plain.request("GET", "/health", headers=[("origin", "https://app.example")])
     assert "access-control-allow-origin" not in resp.headers
     cors = ASGIClient(
-        ProxyApp(
-            config_from(DEMO_INI.replace("[proxy]", "[proxy]\ncors_origins = https://app.example")),
-            http_client,
+        ASGIApp(
+            Runtime(
+                config_from(
+                    DEMO_INI.replace("[proxy]", "[proxy]\ncors_origins = https://app.example")
+                ),
+                http_client,
+            )
         )
     )
     pre = await cors.request(

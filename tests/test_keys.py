@@ -13,11 +13,12 @@ import trio
 from tests.conftest import config_from, make_client
 from tests.fakes import FakeUpstream, json_reply
 from trioproxy.server import serve
+from trioproxy.service import Runtime
+from trioproxy.upstream import HTTPClient
 
 if TYPE_CHECKING:
     import pytest
 
-    from trioproxy.upstream import HTTPClient
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -40,8 +41,10 @@ demo_delay = 0.01
 upstream = demo
 """
     )
+    http = HTTPClient()
+    runtime = Runtime(config, http)
     async with trio.open_nursery() as nursery:
-        url = (await nursery.start(partial(serve, config)))[0]
+        url = (await nursery.start(partial(serve, config, runtime=runtime)))[0]
 
         def slow() -> None:
             with openai.OpenAI(base_url=url + "/v1", api_key="sk-alice-0123456789abcdef") as client:
@@ -66,10 +69,12 @@ upstream = demo
 
         async with trio.open_nursery() as inner:
             inner.start_soon(trio.to_thread.run_sync, slow)
-            await trio.sleep(0.1)  # the slow stream (about 0.6 s) is in flight
+            while not runtime.lifecycle.streams:  # noqa: ASYNC110  (no event says "in flight")
+                await trio.sleep(0.01)
             limited = await trio.to_thread.run_sync(no_retry)
             retried = await trio.to_thread.run_sync(with_retry)
         nursery.cancel_scope.cancel()
+    await http.aclose()
     assert limited.status_code == 429
     assert limited.response.headers["retry-after"] == "1"
     assert limited.code == "rate_limit_exceeded"
@@ -115,7 +120,7 @@ upstream = claude
             resp = await client.chat({"model": "claude", "messages": HELLO}, key=key)
             outputs.append(resp.body.decode() + repr(resp.headers))
         outputs.append((await client.request("GET", "/health")).body.decode())
-        outputs.append(client.app.render_metrics())
+        outputs.append(client.runtime.service.render_metrics())
         outputs.append(repr(config))
         nursery.cancel_scope.cancel()
     assert fake.seen[0].headers["x-api-key"] == upstream_key  # it did reach the upstream

@@ -82,7 +82,7 @@ async def test_reload_under_a_live_stream_keeps_its_settings(http_client: HTTPCl
         nonlocal pieces
         pieces += 1
         if pieces == 3:
-            client.app.load(config_from(renamed))  # what SIGHUP does
+            client.runtime.reload(config_from(renamed))  # what SIGHUP does
 
     resp = await client.chat({**HELLO, "stream": True}, on_piece=on_piece)
     assert_stream_contract(

@@ -119,8 +119,8 @@ async def test_garbage_request_line_gets_400_and_the_daemon_keeps_serving(demo_u
 
 
 async def test_a_client_that_stops_reading_is_cancelled_after_the_write_deadline() -> None:
-    from trioproxy.asgi import ProxyApp
     from trioproxy.record import Outcome
+    from trioproxy.service import Runtime
     from trioproxy.upstream import HTTPClient
 
     ini = DEMO_INI.replace("[proxy]", "[proxy]\nwrite_timeout = 0.5")
@@ -129,16 +129,16 @@ async def test_a_client_that_stops_reading_is_cancelled_after_the_write_deadline
     outcomes = []
     http = HTTPClient()
     try:
-        app = ProxyApp(config, http)
+        runtime = Runtime(config, http)
 
         def on_finish(record: object) -> None:
             if record.model == "demo":  # type: ignore[attr-defined]
                 outcomes.append(record.outcome)  # type: ignore[attr-defined]
                 ended.set()
 
-        app.on_finish.append(on_finish)
+        runtime.on_finish.append(on_finish)
         async with trio.open_nursery() as nursery:
-            url = (await nursery.start(partial(serve, config, app=app)))[0]
+            url = (await nursery.start(partial(serve, config, runtime=runtime)))[0]
             port = int(url.rsplit(":", 1)[1])
             # "You said: x x x ..." streams one chunk per word: tens of MB, more than the socket
             # buffers hold, to a client that never reads.
@@ -255,33 +255,21 @@ async def test_a_client_that_pauses_reading_gets_every_byte_in_order(
     assert slow_writes > 0, "the client's window never filled: the slow path went untested"
 
 
-class _RecordingProtocol:
-    def __init__(self) -> None:
-        self.events: list[object] = []
-
-    async def handle(self, event: object) -> None:
-        self.events.append(event)
-
-
 def _bare_connection(sock: socket.socket) -> Any:
-    """A `_GuardedTCPServer` with just what `protocol_send` uses, over a real socket."""
-    from trioproxy.server import _GuardedTCPServer
+    """A native server connection over a real socket, outside any accept loop."""
+    from trioproxy.servers.native import _Connection, _Server
+    from trioproxy.service import Runtime
+    from trioproxy.upstream import HTTPClient
 
-    server = _GuardedTCPServer.__new__(_GuardedTCPServer)
-    server.send_lock = trio.Lock()
-    server.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    server.raw_socket = sock
-    server.write_timeout = 10.0
-    server.protocol = _RecordingProtocol()
-    return server
+    server = _Server(Runtime(config_from(DEMO_INI), HTTPClient()))
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    return _Connection(server, stream, sock)
 
 
 async def test_a_write_never_overtakes_one_waiting_for_room_in_the_socket() -> None:
-    from hypercorn.events import RawData
-
     ours, peer = socket.socketpair()
     peer.setblocking(False)
-    server = _bare_connection(ours)
+    connection = _bare_connection(ours)
     big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
     received = bytearray()
 
@@ -291,30 +279,39 @@ async def test_a_write_never_overtakes_one_waiting_for_room_in_the_socket() -> N
             received.extend(peer.recv(1 << 20))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.protocol_send, RawData(data=big))
+        nursery.start_soon(connection.send_raw, big)
         await trio.testing.wait_all_tasks_blocked()
-        assert server.send_lock.locked(), "the big write is waiting for room"
+        assert connection._slow_write.locked(), "the big write is waiting for room"
         received.extend(peer.recv(1 << 16))  # room again, before the waiting write wakes up
         nursery.start_soon(drain)
-        # a second writer (hypercorn's ping or error path) arrives just then
-        await server.protocol_send(RawData(data=b"TAIL"))
+        # a second writer arrives just then: it must queue behind the first, not go direct
+        await connection.send_raw(b"TAIL")
     assert bytes(received) == big + b"TAIL"
-    assert server.protocol.events == []
-    await server.stream.aclose()
+    assert not connection.broken
+    await connection.stream.aclose()
     peer.close()
 
 
-async def test_a_write_to_a_vanished_client_closes_the_connection_once() -> None:
-    from hypercorn.events import Closed, RawData
-
+async def test_a_write_to_a_vanished_client_breaks_the_connection_and_wakes_its_watcher() -> None:
     ours, peer = socket.socketpair()
-    server = _bare_connection(ours)
+    connection = _bare_connection(ours)
     peer.close()
-    await server.protocol_send(RawData(data=b"data: late\n\n"))  # EPIPE on the direct path
-    assert [type(e) for e in server.protocol.events] == [Closed]
-    assert ours.fileno() == -1, "closed, not leaked"
-    await server.protocol_send(RawData(data=b"more"))  # closed already: quietly reported again
-    assert all(isinstance(e, Closed) for e in server.protocol.events)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            watcher = trio.CancelScope()
+            connection.watching = watcher
+
+            async def watch() -> None:
+                with watcher:
+                    await trio.sleep_forever()
+
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            await connection.send_raw(b"data: late\n\n")  # EPIPE on the direct path
+    assert connection.broken
+    assert watcher.cancelled_caught, "the request's disconnect watcher was woken"
+    await connection.send_raw(b"more")  # broken already: dropped quietly
+    await connection.stream.aclose()
 
 
 async def test_accepting_pauses_when_out_of_descriptors_and_skips_aborted_connections(
@@ -322,7 +319,7 @@ async def test_accepting_pauses_when_out_of_descriptors_and_skips_aborted_connec
 ) -> None:
     import errno
 
-    from trioproxy import server as server_module
+    from trioproxy.servers import native as server_module
 
     failures = [errno.EMFILE, errno.ECONNABORTED]
 
@@ -360,11 +357,16 @@ async def test_accepting_pauses_when_out_of_descriptors_and_skips_aborted_connec
 
 
 def test_the_listen_backlog_holds_a_burst_of_connects() -> None:
-    from trioproxy.server import LISTEN_BACKLOG, hypercorn_config
+    from trioproxy.servers.hypercorn_server import hypercorn_config
+    from trioproxy.servers.native import LISTEN_BACKLOG, bind_sockets
 
     # hypercorn's default (100) drops connects beyond it in a burst; each dropped SYN costs the
     # client a 1 s retransmission (seen in bench/ at 256 concurrent clients).
-    assert hypercorn_config(config_from(DEMO_INI)).backlog == LISTEN_BACKLOG >= 1024
+    settings = config_from(DEMO_INI).proxy
+    assert hypercorn_config(settings, []).backlog == LISTEN_BACKLOG >= 1024
+    (sock,) = bind_sockets(settings, reuse_port=False)
+    with sock:  # the native server listens with the same backlog (Linux reports it in ss -lnt)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
 
 
 def _open_descriptors() -> int:
@@ -395,13 +397,9 @@ async def _get(stream: trio.SocketStream, path: bytes = b"/health") -> bytes:
     return reply
 
 
-async def test_keep_alive_timeout_closes_only_idle_time_and_moves_with_each_request(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from trioproxy import server as server_module
-
-    monkeypatch.setattr(server_module, "KEEP_ALIVE_TIMEOUT", 0.5)
-    config = config_from(DEMO_INI.replace("demo_delay = 0", "demo_delay = 0.05"))
+async def test_keep_alive_timeout_closes_only_idle_time_and_moves_with_each_request() -> None:
+    ini = DEMO_INI.replace("demo_delay = 0", "demo_delay = 0.05")
+    config = config_from(ini.replace("[proxy]", "[proxy]\nkeep_alive_timeout = 0.5"))
     async with trio.open_nursery() as nursery:
         url = (await nursery.start(partial(serve, config)))[0]
         stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))

@@ -224,8 +224,8 @@ async def test_client_vanishing_mid_stream_closes_every_upstream(harness: Harnes
 
 
 async def test_shutdown_expiry_ends_a_running_request_with_server_shutdown() -> None:
-    from trioproxy.asgi import ProxyApp
     from trioproxy.record import Outcome
+    from trioproxy.service import Runtime
     from trioproxy.upstream import HTTPClient
 
     fake = FakeUpstream(Reply(body=[HEAD, None]))  # the stream starts, then the upstream holds
@@ -233,9 +233,10 @@ async def test_shutdown_expiry_ends_a_running_request_with_server_shutdown() -> 
     http = HTTPClient()
     async with trio.open_nursery() as nursery:
         upstream_url = await nursery.start(fake.serve)
-        app = ProxyApp(config_from(ws_ini(upstream_url)), http)
-        app.on_finish.append(lambda record: outcomes.append(record.outcome))
-        urls = await nursery.start(partial(serve, app.config, app=app))
+        config = config_from(ws_ini(upstream_url))
+        runtime = Runtime(config, http)
+        runtime.on_finish.append(lambda record: outcomes.append(record.outcome))
+        urls = await nursery.start(partial(serve, config, runtime=runtime))
         ws_url = urls[0].replace("http://", "ws://") + "/v1/ws"
         async with open_websocket_url(
             ws_url, subprotocols=["trioproxy.v1", "bearer.sk-ws-good"]
@@ -243,7 +244,7 @@ async def test_shutdown_expiry_ends_a_running_request_with_server_shutdown() -> 
             await ws.send_message(create("held", model="claude"))
             first = await receive_json(ws)
             assert first["type"] == "chunk"
-            app.shutdown.expire()
+            runtime.lifecycle.expire()
             _, terminal = await until_terminal(ws, "held")
         with trio.fail_after(5):
             await fake.seen[0].closed.wait()  # and the upstream was let go

@@ -11,12 +11,12 @@ Embedding (see docs/embedding.md):
         async for chunk in proxy.chat({"model": "demo", "messages": [...]}):
             ...
     # or: urls = await nursery.start(trioproxy.serve, config)
+    # or mount trioproxy.asgi_app(config) in any trio-mode ASGI server
 """
 
 from __future__ import annotations
 
 from trioproxy._version import __version__
-from trioproxy.asgi import ProxyApp
 from trioproxy.config import load_config, parse_config
 from trioproxy.config_types import (
     ClientKey,
@@ -25,7 +25,7 @@ from trioproxy.config_types import (
     ProxySettings,
     UpstreamConfig,
 )
-from trioproxy.embed import Proxy, ProxyStatistics, open_proxy
+from trioproxy.embed import open_proxy
 from trioproxy.errors import (
     AuthError,
     ClientError,
@@ -44,9 +44,13 @@ from trioproxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from trioproxy.faces.inprocess import Proxy, ProxyStatistics
 from trioproxy.server import serve
+from trioproxy.servers.asgi import ASGIApp, asgi_app
+from trioproxy.service import Runtime
 
 __all__ = [
+    "ASGIApp",
     "AuthError",
     "ClientError",
     "ClientKey",
@@ -54,13 +58,13 @@ __all__ = [
     "ModelConfig",
     "PermissionDenied",
     "Proxy",
-    "ProxyApp",
     "ProxyConfig",
     "ProxyError",
     "ProxySettings",
     "ProxyStatistics",
     "RateLimited",
     "RequestTooLarge",
+    "Runtime",
     "ServerShutdown",
     "UnknownModel",
     "UntranslatableRequest",
@@ -72,6 +76,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "__version__",
+    "asgi_app",
     "load_config",
     "open_proxy",
     "parse_config",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from trioproxy.config_types import ProxyConfig
+    from trioproxy.service import Runtime
 
 __all__ = ["main"]
 
@@ -118,13 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
-    from trioproxy.asgi import ProxyApp
     from trioproxy.server import serve
+    from trioproxy.service import Runtime
     from trioproxy.upstream import HTTPClient
 
     stop = trio.Event()
     http = HTTPClient()
-    app = ProxyApp(config, http)
+    runtime = Runtime(config, http)
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
@@ -132,13 +133,18 @@ async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
                 async def on_signals() -> None:
                     async for signum in signals:
                         if signum == signal.SIGHUP:
-                            _reload(app, args)
+                            _reload(runtime, args)
                         else:
                             logger.info("received %s", signal.Signals(signum).name)
                             stop.set()
 
                 nursery.start_soon(on_signals)
-                await serve(config, app=app, shutdown_trigger=stop.wait, reuse_port=args.reuse_port)
+                await serve(
+                    config,
+                    runtime=runtime,
+                    shutdown_trigger=stop.wait,
+                    reuse_port=args.reuse_port,
+                )
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -178,19 +184,16 @@ def _supervise(args: argparse.Namespace, config: ProxyConfig) -> int:
     return 0 if all(code == 0 or -code in stopping for code in codes) else 1
 
 
-def _reload(app: object, args: argparse.Namespace) -> None:
-    from trioproxy.asgi import ProxyApp
-
-    assert isinstance(app, ProxyApp)
+def _reload(runtime: Runtime, args: argparse.Namespace) -> None:
     try:
         new = apply_overrides(load_config(args.config), args.listen, args.log_level)
     except (ConfigError, OSError) as exc:
         logger.error("reload refused, keeping the running config: %s", exc)
         return
-    old = app.config.proxy
+    old = runtime.service.config.proxy
     if (new.proxy.listen_host, new.proxy.listen_port) != (old.listen_host, old.listen_port):
         logger.warning("reload: a new listen address takes effect only after a restart")
-    app.load(new)
+    runtime.reload(new)
     for warning in new.warnings:
         logger.warning("%s", warning)
     logger.info(

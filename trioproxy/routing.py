@@ -81,6 +81,14 @@ class Router:
             )
         return Route(model=model, candidates=tuple(candidates))
 
+    def owner_of(self, model: str) -> str | None:
+        """The first enabled upstream serving `model` (a pattern model matches the name), or None
+        when no model matches or all of its upstreams are disabled (as `listed_models` hides it)."""
+        found = self.find(model)
+        if found is None:
+            return None
+        return next((u for u in found.upstreams if self._upstreams[u].enabled), None)
+
     def listed_models(self) -> list[tuple[str, str]]:
         """(model id, owning upstream) for /v1/models: exact names (patterns cannot be listed)."""
         out = []

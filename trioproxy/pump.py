@@ -1,0 +1,211 @@
+"""The pump: the one path every request takes, whatever face it came through.
+
+Stage: the IO edge between the faces and the engine (DESIGN.md "The data flow"). A face parses
+its dialect, authenticates the caller, then calls `handle(service, body, caller, record, sink)`;
+the pump does the rest, once for every face: admission (draining, the caller's limits), the
+in-flight count and the shutdown registry, the engine, the commitment rule, outcome
+classification, and the request's record (access log, metrics).
+
+What differs between faces is only the `Sink` and what cancels the scope around `handle()`: the
+face owns its transport, and its disconnect watcher cancels that scope (the engine's upstream
+connection closes with it).
+
+Commitment (DESIGN.md "The chat stream"): nothing is written to the client until an upstream has
+accepted the request (`on_accept`, a success status). Then the response is committed at the first
+chunk, or once `keepalive_interval` passes after the acceptance with no chunk, whichever comes
+first; after that, keep-alives fill silences. Every failure before commitment reaches
+`sink.fail(..., committed=False)`, which answers with a real status; after it, with an error in
+the stream. Every request ends with exactly one terminal call: `finish`, `complete` or `fail`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from trioproxy.errors import ProxyError, ServerShutdown
+from trioproxy.record import Outcome
+
+if TYPE_CHECKING:
+    from trioproxy.config_types import ClientKey
+    from trioproxy.engine import Engine
+    from trioproxy.record import RequestRecord
+    from trioproxy.service import Service
+    from trioproxy.translate.base import Chunk
+
+__all__ = ["Sink", "handle"]
+
+
+class Sink(Protocol):
+    """Where one request's answer goes. Each face has its own; the pump drives it."""
+
+    async def commit(self) -> None:
+        """The answer starts (HTTP: the 200 and its headers). Called at most once, first."""
+
+    async def send_chunks(self, chunks: list[Chunk]) -> None:
+        """Chat completion chunks, in order (streaming requests)."""
+
+    async def keepalive(self) -> None:
+        """The upstream is silent; keep the client's connection warm (after `commit`)."""
+
+    async def finish(self) -> None:
+        """The stream ended cleanly (after its last chunk)."""
+
+    async def complete(self, completion: dict[str, Any]) -> None:
+        """The whole answer of a non-streaming request."""
+
+    async def fail(self, error: ProxyError, *, committed: bool) -> None:
+        """The request failed: a status if not `committed`, else an error in the stream."""
+
+
+async def handle(
+    service: Service,
+    body: dict[str, Any],
+    caller: ClientKey,
+    record: RequestRecord,
+    sink: Sink,
+) -> None:
+    """Run one validated chat request (`body`) for `caller` into `sink`.
+
+    Never raises `ProxyError` (failures go to the sink); cancellation from the face's scope
+    propagates. The request's record is finished (logged, counted) when this returns.
+    """
+    stream = bool(body.get("stream"))
+    record.stream = stream
+    record.model = body["model"]
+    record.key_name = caller.name
+    lifecycle = service.lifecycle
+    try:
+        try:
+            if lifecycle.draining.is_set():
+                raise ServerShutdown("the server is shutting down; retry on another instance")
+            service.limiter.acquire(caller, trio.current_time())
+        except ProxyError as exc:
+            record.fail(exc)
+            await sink.fail(exc, committed=False)
+            return
+        try:
+            with lifecycle.admitted(stream=stream):
+                await _run(service.engine, body, caller, record, sink, stream, service)
+        finally:
+            service.limiter.release(caller)
+    finally:
+        if record.outcome is None:  # cancelled by the face: the client left
+            record.outcome = Outcome.CLIENT_CANCELLED
+        service.finish(record)
+
+
+async def _run(
+    engine: Engine,
+    body: dict[str, Any],
+    caller: ClientKey,
+    record: RequestRecord,
+    sink: Sink,
+    stream: bool,
+    service: Service,
+) -> None:
+    writer = _StreamWriter(sink, service.config.proxy.keepalive_interval) if stream else None
+    failure: ProxyError | None = None
+    completion: dict[str, Any] = {}
+    # Only shutdown cancels this scope (the registry); the face cancels the one around us.
+    with trio.CancelScope() as engine_scope, service.lifecycle.guard(engine_scope, record):
+        try:
+            if writer is not None:
+                await writer.run(engine, body, caller, record)
+            else:
+                completion = await engine.run_complete(body, caller, record)
+        except ProxyError as exc:
+            record.fail(exc)
+            failure = exc
+    if engine_scope.cancelled_caught:
+        record.outcome = Outcome.SHUTDOWN
+        failure = ServerShutdown("the server shut down before this answer was complete")
+        record.error_code = failure.code
+    if writer is not None:
+        if failure is not None:
+            await writer.fail(failure)
+        else:
+            await writer.finish()
+            record.outcome = Outcome.COMPLETED
+    elif failure is not None:
+        await sink.fail(failure, committed=False)
+    else:
+        await sink.complete(completion)
+        record.outcome = Outcome.COMPLETED
+
+
+class _StreamWriter:
+    """One stream's side of the commitment rule: commit once, keep-alive after acceptance.
+
+    The engine (through `emit`) and the keep-alive ticker share the sink under one lock.
+    """
+
+    def __init__(self, sink: Sink, interval: float) -> None:
+        self._sink = sink
+        self._interval = interval
+        self._lock = trio.Lock()
+        self._accepted = trio.Event()
+        self.committed = False
+        self._last_write = 0.0
+
+    async def run(
+        self, engine: Engine, body: dict[str, Any], caller: ClientKey, record: RequestRecord
+    ) -> None:
+        failure: ProxyError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keepalive)
+            try:
+                await engine.run_stream(body, caller, record, self._emit, on_accept=self._on_accept)
+            except ProxyError as exc:  # raised outside the nursery, not as an exception group
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    def _on_accept(self) -> None:
+        self._last_write = trio.current_time()
+        self._accepted.set()
+
+    async def _commit_once(self) -> None:
+        if not self.committed:
+            self.committed = True
+            await self._sink.commit()
+
+    async def _emit(self, chunks: list[Chunk]) -> None:
+        if self._lock.locked():  # the keep-alive ticker is writing: wait for it
+            async with self._lock:
+                await self._write(chunks)
+            return
+        # Free (nearly always): take it without `acquire()`'s scheduler round trip, which would
+        # cost every chunk a pass through trio's run loop. The engine calls us right after an
+        # upstream read, itself a checkpoint.
+        self._lock.acquire_nowait()
+        try:
+            await self._write(chunks)
+        finally:
+            self._lock.release()
+
+    async def _write(self, chunks: list[Chunk]) -> None:
+        await self._commit_once()
+        await self._sink.send_chunks(chunks)
+        self._last_write = trio.current_time()
+
+    async def _keepalive(self) -> None:
+        await self._accepted.wait()
+        while True:
+            await trio.sleep_until(self._last_write + self._interval)
+            if trio.current_time() >= self._last_write + self._interval:
+                async with self._lock:
+                    await self._commit_once()
+                    await self._sink.keepalive()
+                    self._last_write = trio.current_time()
+
+    async def finish(self) -> None:
+        async with self._lock:
+            await self._commit_once()
+            await self._sink.finish()
+
+    async def fail(self, error: ProxyError) -> None:
+        async with self._lock:
+            await self._sink.fail(error, committed=self.committed)
