@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import random
 import re
@@ -49,6 +50,7 @@ from trioproxy.routing import Router
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
 from trioproxy.translate.demo import DemoReply
+from trioproxy.translate.relay import RelayWatch, relay_request, relay_usage
 from trioproxy.upstream import HTTPClient, PoolLimits, Response, Timeouts, TLSOptions
 
 if TYPE_CHECKING:
@@ -58,9 +60,12 @@ if TYPE_CHECKING:
     from trioproxy.config_types import ClientKey, ProxyConfig, UpstreamConfig
     from trioproxy.record import RequestRecord
     from trioproxy.routing import Candidate
+    from trioproxy.sse import SSEEvent
     from trioproxy.translate.base import Chunk, Dialect, StreamMeta, UpstreamRequest
+    from trioproxy.translate.relay import Passthrough
 
     Emit = Callable[[list[Chunk]], Awaitable[None]]
+    EmitEvents = Callable[[list[SSEEvent]], Awaitable[None]]
 
 __all__ = ["Engine"]
 
@@ -162,8 +167,15 @@ class Engine:
         emit: Emit,
         *,
         on_accept: Callable[[], None] | None = None,
+        passthrough: Passthrough | None = None,
+        emit_events: EmitEvents | None = None,
     ) -> None:
         """Stream the answer to `body` through `emit`; raise `ProxyError` on failure.
+
+        With `passthrough` (and `emit_events`), a candidate upstream of the client's own dialect
+        gets the client's request unchanged but for the model, and its events go, unchanged, to
+        `emit_events` instead of being translated to chunks (translate/relay.py). Other
+        candidates are translated from `body` as usual.
 
         `on_accept()` is called once, when the first upstream answers with a success status and
         an event stream (before its first event is read; for the demo upstream, right before
@@ -193,10 +205,81 @@ class Engine:
                 record.first_byte = trio.current_time()
             await emit(chunks)
 
+        async def events_once_started(events: list[SSEEvent]) -> None:
+            nonlocal emitted
+            if not emitted:
+                emitted = True
+                record.first_byte = trio.current_time()
+            assert emit_events is not None
+            await emit_events(events)
+
         async def attempt(candidate: Candidate) -> None:
-            await self._stream_from(candidate, body, meta, record, emit_once_started, accept)
+            if passthrough is not None and candidate.upstream.type == passthrough.dialect:
+                await self._relay_from(candidate, passthrough, record, events_once_started, accept)
+            else:
+                await self._stream_from(candidate, body, meta, record, emit_once_started, accept)
 
         await self._with_failover(route.candidates, record, attempt, lambda: emitted)
+
+    async def _relay_from(
+        self,
+        candidate: Candidate,
+        passthrough: Passthrough,
+        record: RequestRecord,
+        emit: EmitEvents,
+        accept: Callable[[], None],
+    ) -> None:
+        upstream = candidate.upstream
+        dialect = self._dialects[upstream.name]
+        request = self._relay_request(candidate, passthrough)
+        record.relayed = True
+        async with self._open(upstream, dialect, request, record) as resp:
+            await _check_status(resp, dialect, record)
+            kind = _content_type(resp.headers)
+            if "json" in kind:
+                raw = await resp.aread(MAX_ERROR_BODY)
+                raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
+            if kind and kind != "text/event-stream":
+                raise UpstreamProtocolError(
+                    f"upstream answered a streaming request with {kind}, not text/event-stream"
+                )
+            accept()
+            decoder = SSEDecoder()
+            watch = RelayWatch(passthrough.dialect)
+            try:
+                async for data in resp.aiter_bytes():
+                    batch: list[SSEEvent] = []
+                    for event in decoder.feed(data):
+                        if watch.done:
+                            break  # anything after the terminal event is ignored
+                        watch.feed(event)
+                        batch.append(event)
+                    if batch:
+                        await emit(batch)
+                    if watch.done:
+                        break
+                if not watch.done:
+                    if rest := decoder.finish():
+                        for event in rest:
+                            watch.feed(event)
+                        await emit(rest)
+                    watch.finish()
+            finally:
+                record.usage = watch.usage
+
+    def _relay_request(self, candidate: Candidate, passthrough: Passthrough) -> UpstreamRequest:
+        from trioproxy.translate.anthropic import MESSAGES_PATH
+        from trioproxy.translate.responses import RESPONSES_PATH
+
+        upstream = candidate.upstream
+        if upstream.type == "anthropic":
+            base: tuple[tuple[str, str], ...] = (("anthropic-version", upstream.anthropic_version),)
+            if upstream.anthropic_beta:
+                base += (("anthropic-beta", ",".join(upstream.anthropic_beta)),)
+            return relay_request(
+                passthrough, candidate.target, path=MESSAGES_PATH, base_headers=base
+            )
+        return relay_request(passthrough, candidate.target, path=RESPONSES_PATH, base_headers=())
 
     async def _stream_from(
         self,
@@ -268,16 +351,29 @@ class Engine:
     # -- non-streaming -------------------------------------------------------------------------
 
     async def run_complete(
-        self, body: dict[str, Any], key: ClientKey, record: RequestRecord
+        self,
+        body: dict[str, Any],
+        key: ClientKey,
+        record: RequestRecord,
+        *,
+        passthrough: Passthrough | None = None,
     ) -> dict[str, Any]:
-        """The non-streaming answer to `body`; raises `ProxyError`."""
+        """The non-streaming answer to `body`; raises `ProxyError`.
+
+        With `passthrough`, a candidate of the client's own dialect answers with its own body,
+        returned unchanged, and `record.relayed` says so; otherwise a `chat.completion`.
+        """
         route = self.router.route(body["model"], key)
         meta = self.meta(body)
         result: dict[str, Any] = {}
 
         async def attempt(candidate: Candidate) -> None:
             nonlocal result
-            result = await self._complete_from(candidate, body, meta, record)
+            if passthrough is not None and candidate.upstream.type == passthrough.dialect:
+                result = await self._relay_complete(candidate, passthrough, record)
+            else:
+                record.relayed = False
+                result = await self._complete_from(candidate, body, meta, record)
 
         await self._with_failover(route.candidates, record, attempt, lambda: False)
         record.first_byte = trio.current_time()
@@ -307,6 +403,26 @@ class Engine:
         usage = completion.get("usage")
         record.usage = usage if isinstance(usage, dict) else None
         return completion
+
+    async def _relay_complete(
+        self, candidate: Candidate, passthrough: Passthrough, record: RequestRecord
+    ) -> dict[str, Any]:
+        upstream = candidate.upstream
+        dialect = self._dialects[upstream.name]
+        request = self._relay_request(candidate, passthrough)
+        record.relayed = True
+        async with self._open(upstream, dialect, request, record) as resp:
+            await _check_status(resp, dialect, record)
+            raw = await resp.aread(MAX_RESPONSE_BODY)
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise UpstreamProtocolError("the upstream's answer is not a JSON object")
+        usage = answer.get("usage")
+        record.usage = relay_usage(usage) if isinstance(usage, dict) else None
+        return answer
 
     # -- shared --------------------------------------------------------------------------------
 

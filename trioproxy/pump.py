@@ -20,7 +20,7 @@ the stream. Every request ends with exactly one terminal call: `finish`, `comple
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
@@ -32,9 +32,11 @@ if TYPE_CHECKING:
     from trioproxy.engine import Engine
     from trioproxy.record import RequestRecord
     from trioproxy.service import Service
+    from trioproxy.sse import SSEEvent
     from trioproxy.translate.base import Chunk
+    from trioproxy.translate.relay import Passthrough
 
-__all__ = ["Sink", "handle"]
+__all__ = ["RelaySink", "Sink", "handle"]
 
 
 class Sink(Protocol):
@@ -59,14 +61,27 @@ class Sink(Protocol):
         """The request failed: a status if not `committed`, else an error in the stream."""
 
 
+class RelaySink(Sink, Protocol):
+    """A sink that can also take an upstream's own events (same dialect in and up)."""
+
+    async def send_events(self, events: list[SSEEvent]) -> None:
+        """Upstream events, unchanged and in order (a pass-through stream)."""
+
+
 async def handle(
     service: Service,
     body: dict[str, Any],
     caller: ClientKey,
     record: RequestRecord,
     sink: Sink,
+    *,
+    passthrough: Passthrough | None = None,
 ) -> None:
     """Run one validated chat request (`body`) for `caller` into `sink`.
+
+    With `passthrough` (the client's own request, for upstreams of its dialect), `sink` must be
+    a `RelaySink`; a relayed non-streaming answer reaches `sink.complete` in the upstream's own
+    shape, with `record.relayed` set.
 
     Never raises `ProxyError` (failures go to the sink); cancellation from the face's scope
     propagates. The request's record is finished (logged, counted) when this returns.
@@ -87,7 +102,7 @@ async def handle(
             return
         try:
             with lifecycle.admitted(stream=stream):
-                await _run(service.engine, body, caller, record, sink, stream, service)
+                await _run(service, body, caller, record, sink, stream, passthrough)
         finally:
             service.limiter.release(caller)
     finally:
@@ -97,14 +112,15 @@ async def handle(
 
 
 async def _run(
-    engine: Engine,
+    service: Service,
     body: dict[str, Any],
     caller: ClientKey,
     record: RequestRecord,
     sink: Sink,
     stream: bool,
-    service: Service,
+    passthrough: Passthrough | None,
 ) -> None:
+    engine = service.engine
     writer = _StreamWriter(sink, service.config.proxy.keepalive_interval) if stream else None
     failure: ProxyError | None = None
     completion: dict[str, Any] = {}
@@ -112,9 +128,11 @@ async def _run(
     with trio.CancelScope() as engine_scope, service.lifecycle.guard(engine_scope, record):
         try:
             if writer is not None:
-                await writer.run(engine, body, caller, record)
+                await writer.run(engine, body, caller, record, passthrough)
             else:
-                completion = await engine.run_complete(body, caller, record)
+                completion = await engine.run_complete(
+                    body, caller, record, passthrough=passthrough
+                )
         except ProxyError as exc:
             record.fail(exc)
             failure = exc
@@ -150,13 +168,26 @@ class _StreamWriter:
         self._last_write = 0.0
 
     async def run(
-        self, engine: Engine, body: dict[str, Any], caller: ClientKey, record: RequestRecord
+        self,
+        engine: Engine,
+        body: dict[str, Any],
+        caller: ClientKey,
+        record: RequestRecord,
+        passthrough: Passthrough | None,
     ) -> None:
         failure: ProxyError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keepalive)
             try:
-                await engine.run_stream(body, caller, record, self._emit, on_accept=self._on_accept)
+                await engine.run_stream(
+                    body,
+                    caller,
+                    record,
+                    self._emit,
+                    on_accept=self._on_accept,
+                    passthrough=passthrough,
+                    emit_events=self._emit_events if passthrough is not None else None,
+                )
             except ProxyError as exc:  # raised outside the nursery, not as an exception group
                 failure = exc
             nursery.cancel_scope.cancel()
@@ -190,6 +221,12 @@ class _StreamWriter:
         await self._commit_once()
         await self._sink.send_chunks(chunks)
         self._last_write = trio.current_time()
+
+    async def _emit_events(self, events: list[SSEEvent]) -> None:
+        async with self._lock:
+            await self._commit_once()
+            await cast("RelaySink", self._sink).send_events(events)
+            self._last_write = trio.current_time()
 
     async def _keepalive(self) -> None:
         await self._accepted.wait()

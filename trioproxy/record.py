@@ -43,6 +43,7 @@ class RequestRecord:
     first_byte: float | None = None  # trio.current_time() of the first chunk
     ended: float | None = None
     retries: int = 0
+    relayed: bool = False  # the upstream spoke the client's dialect: its answer went unchanged
     usage: dict[str, Any] | None = None
     attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
     # The id the upstream gave its answer (Anthropic's `request-id`, OpenAI's `x-request-id`),
