@@ -874,6 +874,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 if path in s
             },
             0,
+            None,  # how far a pool grew during the rounds, not a speed: not compared
         )
     s = r.get("stream_ttfb_c1")
     if s:
