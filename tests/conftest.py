@@ -37,6 +37,23 @@ def config_from(text: str, environ: dict[str, str] | None = None) -> ProxyConfig
     return parse_config(text, environ or {})
 
 
+# The servers of `[proxy] server`: our HTTP/1.1 server on h11 (the default) and hypercorn. Tests
+# that go over a real socket take the `server_kind` fixture, so that both servers are tested.
+SERVERS = ("native", "hypercorn")
+
+
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+def on_server(ini: str, kind: str) -> str:
+    """`ini` with `server = kind` in its [proxy] section."""
+    assert "[proxy]" in ini
+    return ini.replace("[proxy]", f"[proxy]\nserver = {kind}", 1)
+
+
 @pytest.fixture
 def demo_config() -> ProxyConfig:
     return config_from(DEMO_INI)

@@ -12,7 +12,7 @@ import openai
 import pytest
 import trio
 
-from tests.conftest import config_from
+from tests.conftest import config_from, on_server
 from tests.fakes import FakeUpstream, sse_reply
 from tests.support import DATA, PROTOCOL
 from trioproxy.server import serve
@@ -77,7 +77,7 @@ class Upstreams:
 
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[Upstreams]:
+async def upstreams(server_kind: str) -> AsyncIterator[Upstreams]:
     claude = FakeUpstream(
         sse_reply((DATA / "anthropic" / "parallel_tools.sse").read_bytes(), pieces=9)
     )
@@ -91,7 +91,7 @@ async def upstreams() -> AsyncIterator[Upstreams]:
     )
     async with trio.open_nursery() as nursery:
         urls = [await nursery.start(fake.serve) for fake in (claude, responses, chat)]
-        bound = await nursery.start(partial(serve, config_from(ini(*urls))))
+        bound = await nursery.start(partial(serve, config_from(on_server(ini(*urls), server_kind))))
         yield Upstreams(bound[0], claude, responses, chat)
         nursery.cancel_scope.cancel()
 

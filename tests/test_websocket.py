@@ -12,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.conftest import config_from
+from tests.conftest import config_from, on_server
 from tests.fakes import FakeUpstream, Reply, json_reply
 from tests.support import PROTOCOL
 from trioproxy.server import serve
@@ -58,11 +58,12 @@ class Harness:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+async def harness(server_kind: str) -> AsyncIterator[Harness]:
     fake = FakeUpstream(Reply(body=[HEAD, None]))
     async with trio.open_nursery() as nursery:
         upstream_url = await nursery.start(fake.serve)
-        urls = await nursery.start(partial(serve, config_from(ws_ini(upstream_url))))
+        config = config_from(on_server(ws_ini(upstream_url), server_kind))
+        urls = await nursery.start(partial(serve, config))
         yield Harness(urls[0].replace("http://", "ws://") + "/v1/ws", fake)
         nursery.cancel_scope.cancel()
     collect_client_socket()

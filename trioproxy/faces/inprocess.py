@@ -102,7 +102,7 @@ class Proxy:
         async def produce() -> None:
             with scope:
                 async with send:
-                    await pump.handle(service, validated, key, record, _ChannelSink(send))
+                    await pump.handle(service, validated, key, record, _ChannelSink(send, scope))
 
         self._nursery.start_soon(produce)
         self._in_process += 1
@@ -148,29 +148,42 @@ class Proxy:
 
 
 class _ChannelSink:
-    """Chunks into a channel, then None for a clean end or the error; the reader raises it."""
+    """Chunks into a channel, then None for a clean end or the error; the reader raises it.
 
-    def __init__(self, send: trio.MemorySendChannel[Chunk | ProxyError | None]) -> None:
-        self._send = send
+    A reader that went away (closed its end) cancels the stream's scope instead of raising
+    through the pump.
+    """
+
+    def __init__(
+        self, send: trio.MemorySendChannel[Chunk | ProxyError | None], scope: trio.CancelScope
+    ) -> None:
+        self._channel = send
+        self._scope = scope
+
+    async def _send(self, item: Chunk | ProxyError | None) -> None:
+        try:
+            await self._channel.send(item)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._scope.cancel()
 
     async def commit(self) -> None:
         pass
 
     async def send_chunks(self, chunks: list[Chunk]) -> None:
         for item in chunks:
-            await self._send.send(item)
+            await self._send(item)
 
     async def keepalive(self) -> None:
         pass
 
     async def finish(self) -> None:
-        await self._send.send(None)
+        await self._send(None)
 
     async def complete(self, completion: dict[str, Any]) -> None:  # pragma: no cover
         raise AssertionError("chat() always streams")
 
     async def fail(self, error: ProxyError, *, committed: bool) -> None:
-        await self._send.send(error)
+        await self._send(error)
 
 
 class _ResultSink:

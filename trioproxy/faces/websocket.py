@@ -121,6 +121,7 @@ class _Session:
         self.requests: dict[str, trio.CancelScope] = {}
         self._idle = trio.Event()
         self._idle.set()
+        self._scope: trio.CancelScope | None = None
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.socket.send_message(framing.json_bytes(message).decode("utf-8"))
@@ -130,9 +131,15 @@ class _Session:
             {"type": "error", "id": request_id, "error": framing.error_body(exc)["error"]}
         )
 
+    def gone(self) -> None:
+        """The socket closed under a writer: end the session (the reader sees it too)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def run(self) -> None:
         close: tuple[int, str] | None = None
         async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
             nursery.start_soon(self._ping, nursery.cancel_scope)
             nursery.start_soon(self._close_when_drained, nursery.cancel_scope)
             with contextlib.suppress(SocketClosed):
@@ -264,27 +271,39 @@ class _Session:
 
 
 class _Sink:
-    """One request's answer as `chunk` messages, then `done` or `error`."""
+    """One request's answer as `chunk` messages, then `done` or `error`.
+
+    A socket that closes under a write ends the session (and with it this request) instead of
+    raising through the pump: the reader task sees the close as well.
+    """
 
     def __init__(self, session: _Session, request_id: str) -> None:
         self._session = session
         self._id = request_id
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        try:
+            await self._session.send_json(message)
+        except SocketClosed:
+            self._session.gone()
 
     async def commit(self) -> None:
         pass  # the socket is open already
 
     async def send_chunks(self, chunks: list[Chunk]) -> None:
         for item in chunks:
-            await self._session.send_json({"type": "chunk", "id": self._id, "chunk": item})
+            await self._send({"type": "chunk", "id": self._id, "chunk": item})
 
     async def keepalive(self) -> None:
         pass  # WebSocket pings keep the connection warm
 
     async def finish(self) -> None:
-        await self._session.send_json({"type": "done", "id": self._id})
+        await self._send({"type": "done", "id": self._id})
 
     async def complete(self, completion: dict[str, Any]) -> None:  # pragma: no cover
         raise AssertionError("WebSocket requests always stream")
 
     async def fail(self, error: ProxyError, *, committed: bool) -> None:
-        await self._session.send_error(self._id, error)
+        await self._send(
+            {"type": "error", "id": self._id, "error": framing.error_body(error)["error"]}
+        )

@@ -14,6 +14,7 @@ pings run on hypercorn's own timer.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from trioproxy.service import Runtime
 
 __all__ = ["hypercorn_config", "serve_hypercorn"]
+
+logger = logging.getLogger("trioproxy")
 
 
 def hypercorn_config(settings: ProxySettings, fds: list[int]) -> HypercornConfig:
@@ -63,23 +66,51 @@ async def serve_hypercorn(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     """Serve the ASGI app with hypercorn until `shutdown_trigger` returns, then shut down as
-    the native server does: drain for `drain_timeout`, end the rest with `server_shutdown`."""
+    the native server does: drain for `drain_timeout`, end the rest with `server_shutdown`.
+
+    hypercorn#225: a WebSocket upgrade with stray bytes after its head raises out of hypercorn's
+    connection handler and ends its whole server task. No public setting prevents it, so the
+    server task is restarted on the same listening sockets (we keep them open, and hand
+    hypercorn a duplicate each time): the daemon keeps serving, though connections open at that
+    moment are dropped. The native server has no such defect.
+    """
     settings = runtime.service.config.proxy
     sockets = bind_sockets(settings, reuse_port=reuse_port)
-    config = hypercorn_config(settings, [sock.detach() for sock in sockets])
     app = ASGIApp(runtime)
-    async with trio.open_nursery() as nursery:
+    stopping = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
 
-        async def trigger() -> None:
-            if shutdown_trigger is None:
-                await trio.sleep_forever()
-            await shutdown_trigger()
-            nursery.start_soon(drain_and_expire, runtime, lambda: None)
+            async def trigger() -> None:
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                await shutdown_trigger()
+                stopping.set()
+                nursery.start_soon(drain_and_expire, runtime, lambda: None)
 
-        await hypercorn_serve(
-            app,  # type: ignore[arg-type]  # a plain ASGI 3 callable; hypercorn's alias is stricter
-            config,
-            shutdown_trigger=trigger,
-            task_status=task_status,
-        )
-        nursery.cancel_scope.cancel()  # a drain still waiting: hypercorn is done already
+            async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+                config = hypercorn_config(settings, [os.dup(sock.fileno()) for sock in sockets])
+                await hypercorn_serve(
+                    app,  # type: ignore[arg-type]  # plain ASGI 3; hypercorn's alias is stricter
+                    config,
+                    shutdown_trigger=trigger,
+                    task_status=task_status,
+                )
+
+            status: trio.TaskStatus[list[str]] = task_status
+            while True:
+                try:
+                    await run(status)
+                    break
+                except Exception as exc:  # hypercorn's server task died (see the docstring)
+                    if stopping.is_set():
+                        raise
+                    logger.error(
+                        "hypercorn's server task failed (%r); serving again on the same sockets",
+                        exc,
+                    )
+                status = trio.TASK_STATUS_IGNORED
+            nursery.cancel_scope.cancel()  # a drain still waiting: hypercorn is done already
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -61,8 +61,9 @@ RECEIVE_SIZE = 65536  # bytes per read
 # stop reading until the answer is done (the client waits, nothing is lost).
 PIPELINE_BUFFER = 65536
 LINGER = 2.0  # seconds of lingering read after our FIN, at most
-# Seconds that streams still get after `drain_timeout` to write their shutdown error chunk.
-SHUTDOWN_GRACE = 2.0
+# Seconds that streams still get after `drain_timeout` to write their shutdown error chunk and
+# close; with the process' own exit this keeps within DESIGN.md's `drain_timeout` + 2 s.
+SHUTDOWN_GRACE = 1.0
 ACCEPT_PAUSE = 0.1  # seconds accept pauses when the process is out of descriptors
 ACCEPT_LOG_INTERVAL = 10.0  # seconds between two log lines about failing accepts
 # accept(2) errors that concern only the connection being accepted: skip it (as trio does).
