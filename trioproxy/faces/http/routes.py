@@ -28,6 +28,7 @@ from trioproxy.faces.http.common import (
     header,
     request_id,
 )
+from trioproxy.faces.http.responses import serve_responses, stored_response
 from trioproxy.metrics import CONTENT_TYPE
 from trioproxy.record import Outcome, RequestRecord
 
@@ -43,6 +44,7 @@ __all__ = ["POST_ROUTES", "serve_request"]
 
 # Requests whose route reads a body and runs the pump; each finishes its own record.
 POST_ROUTES: dict[str, Route] = {"/v1/chat/completions": serve_chat}
+POST_ROUTES["/v1/responses"] = serve_responses
 
 # Request headers a browser may ask to send (Access-Control-Request-Headers) are echoed back for
 # an allowed origin, if each is a plain token (RFC 9110 §5.6.2) and there are not too many.
@@ -89,6 +91,8 @@ async def serve_request(runtime: Runtime, exchange: Exchange) -> None:
             _require(method, "GET")
             authenticate(service, headers, record)
             await reply.json(200, _models(service, anthropic=_anthropic(headers)))
+        elif path.startswith("/v1/responses/"):  # stateless: no stored response (responses.py)
+            stored_response(service, headers, record, path)
         elif path.startswith("/v1/models/"):
             _require(method, "GET")
             authenticate(service, headers, record)
