@@ -407,9 +407,40 @@ class Engine:
     async def _relay_complete(
         self, candidate: Candidate, passthrough: Passthrough, record: RequestRecord
     ) -> dict[str, Any]:
+        answer = await self._relay_json(
+            candidate, self._relay_request(candidate, passthrough), record
+        )
+        usage = answer.get("usage")
+        record.usage = relay_usage(usage) if isinstance(usage, dict) else None
+        return answer
+
+    async def relay_count_tokens(
+        self, candidate: Candidate, passthrough: Passthrough, record: RequestRecord
+    ) -> dict[str, Any]:
+        """Anthropic's `POST /v1/messages/count_tokens` on `candidate`, an Anthropic upstream
+        (https://docs.anthropic.com/en/api/messages-count-tokens): the client's body with the
+        routed model (and the model's `system_prompt` default; `max_tokens` is no field of that
+        endpoint, so its default is not added), the upstream's key, the client's version and
+        beta headers. One try, no retry or failover (a count is cheap to ask again). Returns the
+        upstream's JSON answer unchanged; raises its error translated (`ProxyError`).
+        """
+        from trioproxy.translate.from_anthropic_count import COUNT_TOKENS_PATH
+
+        defaults = dataclasses.replace(candidate.target.defaults, max_tokens=None)
+        candidate = dataclasses.replace(
+            candidate, target=dataclasses.replace(candidate.target, defaults=defaults)
+        )
+        request = self._relay_request(candidate, passthrough)
+        request = dataclasses.replace(request, path=COUNT_TOKENS_PATH, stream=False)
+        record.upstream = candidate.upstream.name
+        return await self._relay_json(candidate, request, record)
+
+    async def _relay_json(
+        self, candidate: Candidate, request: UpstreamRequest, record: RequestRecord
+    ) -> dict[str, Any]:
+        """POST a relayed `request` and return the upstream's JSON object answer unchanged."""
         upstream = candidate.upstream
         dialect = self._dialects[upstream.name]
-        request = self._relay_request(candidate, passthrough)
         record.relayed = True
         async with self._open(upstream, dialect, request, record) as resp:
             await _check_status(resp, dialect, record)
@@ -420,8 +451,6 @@ class Engine:
             answer = None
         if not isinstance(answer, dict):
             raise UpstreamProtocolError("the upstream's answer is not a JSON object")
-        usage = answer.get("usage")
-        record.usage = relay_usage(usage) if isinstance(usage, dict) else None
         return answer
 
     # -- shared --------------------------------------------------------------------------------
