@@ -61,6 +61,7 @@ class ProxySettings:
     cors_origins: tuple[str, ...] = ()  # empty: CORS off
     # The server layer (DESIGN.md "The edge").
     server: str = "native"  # one of SERVERS
+    http2: bool = False  # offer HTTP/2 on server = hypercorn (see config/settings.py _http2)
     certfile: str | None = None  # PEM certificate chain, resolved path; TLS needs server=hypercorn
     keyfile: str | None = None  # PEM private key of certfile, resolved path; set with certfile
     head_timeout: float = 10.0  # seconds to receive a whole request head (against slowloris)

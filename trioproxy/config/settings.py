@@ -44,6 +44,7 @@ PROXY_KEYS = (
     "cors_origins",
     "server",
     "certfile",
+    "http2",
     "keyfile",
     "head_timeout",
     "body_timeout",
@@ -116,6 +117,7 @@ def build_settings(section: Section, key_sections: list[Section]) -> ProxySettin
         max_json_depth=max_json_depth,
         cors_origins=_cors_origins(section),
         server=server,
+        http2=_http2(section, server),
         certfile=certfile,
         keyfile=keyfile,
         head_timeout=section.seconds(
@@ -131,6 +133,19 @@ def build_settings(section: Section, key_sections: list[Section]) -> ProxySettin
             "max_header_bytes", _DEFAULT_SETTINGS.max_header_bytes, minimum=_MIN_HEADER_BYTES
         ),
     )
+
+
+def _http2(section: Section, server: str) -> bool:
+    """`http2 = true`: offer HTTP/2 (ALPN h2) on the hypercorn server. Off by default: hypercorn
+    0.18 does not bound what it buffers for an HTTP/2 stream whose client holds its flow-control
+    window at 0 (docs/operations.md, "The two servers")."""
+    on = section.boolean("http2", _DEFAULT_SETTINGS.http2)
+    if on and server != "hypercorn":
+        section.fail(
+            "http2",
+            "is true, but HTTP/2 needs server = hypercorn (the native server speaks HTTP/1.1)",
+        )
+    return on
 
 
 def _tls_files(section: Section, server: str) -> tuple[str | None, str | None]:

@@ -62,7 +62,11 @@ class ASGIApp:
         self._owns_http = owns_http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope.get("http_version") == "2" and not self._http2():
+            # hypercorn accepts HTTP/2 cleartext (h2c) whatever ALPN says; refuse it unless
+            # `http2 = true` (see hypercorn_server.hypercorn_config for why).
+            await _refuse_http2(send)
+        elif scope["type"] == "http":
             await http_face.serve_request(
                 self.runtime, _Exchange(self.runtime, scope, receive, send)
             )
@@ -70,6 +74,9 @@ class ASGIApp:
             await self._websocket(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    def _http2(self) -> bool:
+        return self.runtime.service.config.proxy.http2
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -92,6 +99,16 @@ class ASGIApp:
                         await self.runtime.http.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _refuse_http2(send: Send) -> None:
+    body = (
+        b'{"error":{"message":"HTTP/2 is off on this server (http2 = false); use HTTP/1.1",'
+        b'"type":"invalid_request_error","param":null,"code":"http_version_not_supported"}}'
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 505, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def asgi_app(config: ProxyConfig) -> ASGIApp:

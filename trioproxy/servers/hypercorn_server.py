@@ -46,6 +46,10 @@ def hypercorn_config(settings: ProxySettings, fds: list[int]) -> HypercornConfig
     if settings.certfile is not None:
         hc.certfile = settings.certfile
         hc.keyfile = settings.keyfile
+    # HTTP/2 only when asked for (`http2 = true`): hypercorn 0.18 stops applying backpressure to
+    # an HTTP/2 stream whose client holds its flow-control window at 0 (its StreamBuffer.pop(0)
+    # releases the pause), so such a client can make it buffer a whole answer.
+    hc.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]
     hc.graceful_timeout = settings.drain_timeout + SHUTDOWN_GRACE
     hc.errorlog = logging.getLogger("trioproxy.hypercorn")
     hc.accesslog = None
