@@ -93,6 +93,14 @@ def test_hypercorn_without_tls_is_allowed() -> None:
     assert (proxy.server, proxy.tls) == ("hypercorn", False)
 
 
+def test_http2_is_off_by_default_and_only_for_hypercorn() -> None:
+    assert parse("server = hypercorn\n").proxy.http2 is False
+    assert parse("server = hypercorn\nhttp2 = true\n").proxy.http2 is True
+    message = error_of("http2 = true\n")
+    assert "line 2" in message
+    assert "HTTP/2 needs server = hypercorn" in message
+
+
 def test_without_base_dir_tls_paths_stay_as_written() -> None:
     proxy = parse("server = hypercorn\ncertfile = cert.pem\nkeyfile = ./key.pem\n").proxy
     assert (proxy.certfile, proxy.keyfile) == ("cert.pem", "./key.pem")
