@@ -243,9 +243,11 @@ def test_json_schema_response_format_becomes_output_config() -> None:
     assert translate(body)["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
 
 
-def test_json_object_response_format_is_refused_with_a_hint() -> None:
+def test_json_object_response_format_is_refused_with_a_hint_when_json_mode_is_off() -> None:
+    # The other json_mode values: tests/test_json_mode.py.
+    off = Target("claude-sonnet-4-5", ModelDefaults(json_mode="off"))
     with pytest.raises(UntranslatableRequest) as info:
-        translate(chat(HELLO, response_format={"type": "json_object"}))
+        translate(chat(HELLO, response_format={"type": "json_object"}), off)
     assert info.value.param == "response_format"
     assert "json_schema" in info.value.message
 
@@ -730,6 +732,7 @@ _target = st.builds(
         st.one_of(st.none(), st.integers(1, 10_000)),
         st.one_of(st.none(), st.sampled_from(["none", "low", "max"])),
         st.one_of(st.none(), _text),
+        st.sampled_from(["tool", "instruction", "off"]),
     ),
 )
 

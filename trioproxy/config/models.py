@@ -1,5 +1,6 @@
-"""One `[model:NAME]` section to a `ModelConfig`: the upstreams it routes to, in failover order,
-and the per-model request defaults. Pure.
+"""One `[model:NAME]` section to a `ModelConfig`: the upstreams it routes to, in failover order
+(`strategy = ordered`, the default) or spread by weight and load (`strategy = weighted`, with
+`weights = 3, 1`), and the per-model request defaults. Pure.
 """
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from trioproxy.config.values import did_you_mean, show
-from trioproxy.config_types import ModelConfig
+from trioproxy.config.values import did_you_mean, parse_decimal, show
+from trioproxy.config_types import STRATEGIES, ModelConfig
 from trioproxy.translate.base import ModelDefaults
 from trioproxy.validate import REASONING_EFFORTS
 
@@ -16,9 +17,22 @@ if TYPE_CHECKING:
     from trioproxy.config.section import Section
     from trioproxy.config_types import UpstreamConfig
 
-__all__ = ["MODEL_KEYS", "build_model"]
+__all__ = ["JSON_MODES", "MODEL_KEYS", "build_model"]
 
-MODEL_KEYS = ("upstream", "upstream_model", "max_tokens", "reasoning_effort", "system_prompt")
+MODEL_KEYS = (
+    "upstream",
+    "upstream_model",
+    "max_tokens",
+    "reasoning_effort",
+    "system_prompt",
+    "json_mode",
+    "strategy",
+    "weights",
+)
+
+# How `response_format: {"type": "json_object"}` is served by an Anthropic upstream
+# (docs/translation-anthropic.md "JSON mode"); the first is the default.
+JSON_MODES = ("tool", "instruction", "off")
 
 
 def build_model(section: Section, upstreams: dict[str, UpstreamConfig]) -> ModelConfig:
@@ -57,13 +71,47 @@ def build_model(section: Section, upstreams: dict[str, UpstreamConfig]) -> Model
             f"must be one of {' | '.join(REASONING_EFFORTS)}, got {show(effort)}"
             + did_you_mean(effort, choices),
         )
+    json_mode = (section.text("json_mode") or JSON_MODES[0]).lower()
+    if json_mode not in JSON_MODES:
+        section.fail(
+            "json_mode",
+            f"must be one of {' | '.join(JSON_MODES)}, got {show(json_mode)}"
+            + did_you_mean(json_mode, JSON_MODES),
+        )
+    strategy = section.choice("strategy", "ordered", STRATEGIES)
+    weights = _weights(section, names, strategy)
     return ModelConfig(
         name=section.name,
         upstreams=names,
         upstream_model=upstream_model,
+        strategy=strategy,
+        weights=weights,
         defaults=ModelDefaults(
             max_tokens=section.optional_integer("max_tokens", minimum=1),
             reasoning_effort=effort or None,
             system_prompt=section.optional_string("system_prompt"),
+            json_mode=json_mode,
         ),
     )
+
+
+def _weights(section: Section, names: tuple[str, ...], strategy: str) -> tuple[float, ...]:
+    """`weights = 3, 1`: one number > 0 per upstream, in the order of `upstream`."""
+    items = section.items("weights")
+    if not items:
+        return ()
+    if strategy != "weighted":
+        section.fail("weights", "applies only to strategy = weighted")
+    if len(items) != len(names):
+        section.fail(
+            "weights",
+            f"has {len(items)} numbers for {len(names)} upstreams; give one per upstream, "
+            "in the order of upstream =",
+        )
+    weights = []
+    for item in items:
+        number = parse_decimal(item)
+        if number is None or number <= 0:
+            section.fail("weights", f"must be numbers > 0, got {show(item)}")
+        weights.append(number)
+    return tuple(weights)

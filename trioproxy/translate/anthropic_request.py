@@ -8,12 +8,33 @@ Invariants:
   this module does not know are left out, so nothing unexpected reaches the upstream.
 - Features with no Anthropic equivalent are refused before any upstream is contacted:
   `UntranslatableRequest` (400, code `unsupported_parameter`) for `n > 1`, `logprobs`, audio,
-  `json_object`, a prefill with thinking; `ClientError` (400) for malformed values (a bad data URL,
-  tool-call arguments that are not a JSON object). Both name the field in `param`.
+  `json_object` on a model with `json_mode = off` (or combined with what its mode cannot carry),
+  a prefill with thinking; `ClientError` (400) for malformed values (a bad data URL, tool-call
+  arguments that are not a JSON object). Both name the field in `param`.
+- `response_format: {"type": "json_object"}` follows the model's `json_mode` (see "JSON mode"
+  below and docs/translation-anthropic.md); the answer side (anthropic_response.py,
+  anthropic_stream.py) turns the `JSON_TOOL` call back into content and checks it.
 - Never raises anything but `ClientError` subclasses, whatever the body holds (validation
   guarantees the shapes listed in BRIEF.md, but this module re-checks every value it reads).
 - Deterministic: the same body and target always give the same upstream body (tool ids are
   rewritten with a hash of the id, not a counter or a random value).
+
+JSON mode (issue 20). OpenAI's `json_object` promises content that parses as a JSON object.
+Anthropic has no such switch, and its two nearest features cannot express it:
+- structured outputs (`output_config.format` json_schema, GA; formerly `output_format` with
+  `anthropic-beta: structured-outputs-2025-11-13`) require `additionalProperties: false` on every
+  object ("For 'object' type, 'additionalProperties' must be explicitly set to false"; the
+  anthropic SDK's `transform_schema` forces it too), so no schema accepts *any* object;
+- an assistant prefill of `{` is refused by Claude Opus 4.6 / Sonnet 4.6 and later ("Prefilling
+  assistant messages is not supported for this model") and by every model with thinking on [S12].
+So `json_mode = tool` (the default) uses Anthropic's documented JSON-through-tools pattern
+(https://docs.anthropic.com/en/docs/build-with-claude/tool-use, "JSON mode"): one tool,
+`JSON_TOOL`, whose `input_schema` is `{"type": "object"}`, forced with `tool_choice`; the API
+returns its input as a parsed JSON object, which becomes the message content. Forcing a tool is
+not allowed with thinking [S25], and the forced call would shut out the client's own tools, so
+those combinations are refused (a thinking default of the model is switched off instead).
+`json_mode = instruction` adds a system instruction and no prefill (see above); the answer is
+checked, since nothing upstream guarantees it. `json_mode = off` keeps the 400.
 
 Theory of operation (MAPPING.md A.2, "order matters"): each chat message becomes either system
 blocks (system/developer, hoisted in order) or one turn `(role, blocks)` (user, assistant, tool ->
@@ -37,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "IMAGE_MEDIA_TYPES",
+    "JSON_INSTRUCTION",
+    "JSON_TOOL",
     "THINKING_BUDGETS",
     "sanitize_tool_id",
     "translate_request",
@@ -70,6 +93,22 @@ _TOOL_ID_HASH_CHARS = 12  # 48 bits of sha256: distinct foreign ids stay distinc
 
 _TOOL_CHOICE = {"auto": "auto", "none": "none", "required": "any"}  # tables/tool_choice.json
 
+# JSON mode (module docstring). The tool's name is reserved: a client tool of that name is
+# refused, so that the answer side can recognise the call by its name alone.
+JSON_TOOL = "trioproxy_json_answer"
+_JSON_TOOL_SPEC: JSONObject = {
+    "name": JSON_TOOL,
+    "description": (
+        "Give your complete answer by calling this tool once. Its input is the JSON object "
+        "the user asked for and is returned to them verbatim, so put everything in it."
+    ),
+    "input_schema": {"type": "object"},  # any JSON object, with any keys
+}
+JSON_INSTRUCTION = (
+    "Respond with a single JSON object and nothing else: no text before or after it, no "
+    "Markdown code fence. Your whole reply must parse as a JSON object ({...})."
+)
+
 
 def translate_request(body: JSONObject, target: Target) -> JSONObject:
     """The Messages API body for a validated OpenAI chat request (MAPPING.md A.1-A.3).
@@ -82,9 +121,21 @@ def translate_request(body: JSONObject, target: Target) -> JSONObject:
         raise ClientError("the request body must be a JSON object")
     _refuse_unsupported(body)
 
+    json_mode = _json_mode(body, target)
     thinking = _thinking(body, target)
     thinking_on = thinking is not None and thinking["type"] == "enabled"
+    if json_mode == "tool" and thinking_on:
+        if body.get("reasoning_effort") is not None:
+            raise UntranslatableRequest(
+                'response_format {"type": "json_object"} forces a tool call on this model '
+                "(json_mode = tool), which Anthropic does not allow with extended thinking: "
+                'set reasoning_effort to "none", or set json_mode = instruction for the model',
+                param="reasoning_effort",
+            )
+        thinking, thinking_on = None, False  # the model's default thinking yields to JSON mode
     system, messages = _convert_messages(body.get("messages"), target.defaults.system_prompt)
+    if json_mode == "instruction":
+        system = _append_system(system, JSON_INSTRUCTION)
     if thinking_on and messages[-1]["role"] == "assistant":
         # A.2.7 / P-A10: a final assistant message is a prefill, which extended thinking
         # does not allow [S12]; refuse rather than let the upstream answer 400 for it.
@@ -113,6 +164,21 @@ def translate_request(body: JSONObject, target: Target) -> JSONObject:
 
     _sampling(body, out, thinking_on=thinking_on)
     _tools(body, out, thinking_on=thinking_on)
+    if json_mode == "tool":
+        if out.get("tools"):
+            raise UntranslatableRequest(
+                'response_format {"type": "json_object"} cannot be combined with tools on this '
+                "model (json_mode = tool answers through a tool of its own): drop the tools, "
+                "or set json_mode = instruction for the model",
+                param="tools",
+            )
+        out["tools"] = [_JSON_TOOL_SPEC]
+        # One forced call: the answer is that call's input (module docstring, "JSON mode").
+        out["tool_choice"] = {
+            "type": "tool",
+            "name": JSON_TOOL,
+            "disable_parallel_tool_use": True,
+        }
 
     user = body.get("user")
     if user is not None:
@@ -282,6 +348,11 @@ def _tool(tool: Any, i: int) -> JSONObject:
             param=f"{param}.function.parameters",
         )
     out["input_schema"] = parameters  # `strict` has no Anthropic equivalent: dropped (A.1)
+    if function["name"] == JSON_TOOL:
+        raise ClientError(
+            f"the tool name {JSON_TOOL!r} is reserved by trioproxy's JSON mode; rename the tool",
+            param=f"{param}.function.name",
+        )
     return out
 
 
@@ -323,16 +394,35 @@ def _response_format(response_format: Any) -> JSONObject | None:
             )
         return {"type": "json_schema", "schema": schema}
     if kind == "json_object":
-        raise UntranslatableRequest(
-            'response_format {"type": "json_object"} is not supported for Anthropic models: '
-            'use {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}, '
-            "or ask for JSON in the prompt",
-            param="response_format",
-        )
+        return None  # JSON mode: _json_mode() decides
     raise ClientError(
         'response_format.type must be "text", "json_schema" or "json_object"',
         param="response_format.type",
     )
+
+
+def _json_mode(body: JSONObject, target: Target) -> str | None:
+    """"tool" or "instruction" when the client asked for json_object, else None."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_object":
+        return None
+    mode = target.defaults.json_mode
+    if mode in ("tool", "instruction"):
+        return mode
+    raise UntranslatableRequest(
+        'response_format {"type": "json_object"} is turned off for this model (json_mode = '
+        'off): use {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}, '
+        "or ask for JSON in the prompt",
+        param="response_format",
+    )
+
+
+def _append_system(system: str | list[JSONObject] | None, text: str) -> str | list[JSONObject]:
+    # After the client's own system text, so the format requirement is what the model reads last.
+    if system is None:
+        return text
+    blocks = [_text(system)] if isinstance(system, str) else list(system)
+    return [*blocks, _text(text)]
 
 
 # --- messages (A.2) -------------------------------------------------------------------------

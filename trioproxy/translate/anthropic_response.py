@@ -20,6 +20,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from trioproxy.errors import UpstreamProtocolError, UpstreamStatusError
+from trioproxy.translate.anthropic_request import JSON_TOOL
 
 if TYPE_CHECKING:
     from trioproxy.translate.base import JSONObject, StreamMeta
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_TYPE_STATUS",
     "FINISH_REASONS",
+    "check_json_object",
     "error_from_body",
     "error_from_event",
     "finish_reason",
@@ -99,6 +101,33 @@ def finish_reason(stop_reason: Any) -> str:
     return "stop"
 
 
+def check_json_object(text: str, stop_reason: Any) -> None:
+    """JSON mode's promise: the answer parses as a JSON object (anthropic_request "JSON mode").
+
+    Raises:
+        UpstreamProtocolError: it does not (502 `upstream_protocol_error`): a client that asked
+            for `json_object` gets an honest error, never prose in the JSON slot.
+    """
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        return
+    if stop_reason == "max_tokens":
+        why = "its answer was cut off at max_tokens; raise max_tokens"
+    elif stop_reason == "refusal":
+        why = "it refused to answer"
+    elif value is None:
+        why = "its answer is not JSON"
+    else:
+        why = f"its answer is a JSON {type(value).__name__}, not an object"
+    raise UpstreamProtocolError(
+        'the model did not return a JSON object for response_format {"type": "json_object"}: '
+        + why
+    )
+
+
 def openai_usage(usage: JSONObject) -> JSONObject:
     """An OpenAI `usage` object from Anthropic usage counters (B.2, tables/usage.json).
 
@@ -143,6 +172,7 @@ def translate_response(raw: bytes, meta: StreamMeta) -> JSONObject:
         raise UpstreamProtocolError("upstream message has no content array")
 
     texts: list[str] = []
+    json_answer = False  # JSON mode's tool was called: its input is the content
     reasoning: list[str] = []
     thinking_blocks: list[JSONObject] = []
     tool_calls: list[JSONObject] = []
@@ -169,6 +199,11 @@ def translate_response(raw: bytes, meta: StreamMeta) -> JSONObject:
             tool_input = block.get("input")
             if not isinstance(tool_input, dict):
                 raise UpstreamProtocolError("upstream tool_use block has no input object")
+            if block.get("name") == JSON_TOOL:
+                # JSON mode, json_mode = tool: the forced call's input is the answer.
+                texts.append(json.dumps(tool_input, ensure_ascii=False))
+                json_answer = True
+                continue
             tool_calls.append(
                 {
                     "id": _string(block, "id"),
@@ -184,6 +219,12 @@ def translate_response(raw: bytes, meta: StreamMeta) -> JSONObject:
         # P-B3: server_tool_use, web_search_tool_result and other server-side blocks are not
         # calls the client could execute; they, and block types added later, are dropped.
 
+    stop_reason = body.get("stop_reason")
+    if (json_answer or meta.json_object) and not tool_calls:
+        # A turn that calls the client's tools is not the answer yet: only answers are checked.
+        check_json_object("".join(texts), stop_reason)
+        if stop_reason == "tool_use":
+            stop_reason = "end_turn"  # the call was the answer, not a call for the client
     message: JSONObject = {
         "role": "assistant",
         # B: null when there is no text but there are tool calls, else "" at least.
@@ -209,7 +250,7 @@ def translate_response(raw: bytes, meta: StreamMeta) -> JSONObject:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason(body.get("stop_reason")),
+                "finish_reason": finish_reason(stop_reason),
             }
         ],
         "usage": openai_usage(usage if isinstance(usage, dict) else {}),

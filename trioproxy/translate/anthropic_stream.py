@@ -34,6 +34,15 @@ merge repeated keys: openai-python's `accumulate_delta` sets a list it has not s
 second list by each entry's `index` key (one list per thinking block, without `index`, raises
 `RuntimeError` at the second block - checked with openai 3.57.0), and openai-node's
 `Object.assign` keeps only the last value. A single complete list survives both unchanged.
+
+JSON mode (anthropic_request.py "JSON mode"; docs/translation-anthropic.md). The call of the
+reserved `JSON_TOOL` is the answer: its `input_json_delta` fragments stream out as `content`,
+byte for byte, and the finish reason is `stop`. Whenever JSON was asked for (`meta.json_object`,
+or that call seen), the answer is checked: content is held back until its first non-blank
+character shows it opens an object (`{`), so prose is never streamed; held text is released if
+the turn turns out to call the client's tools (a preamble); at `message_stop` the whole content
+must parse as a JSON object (`check_json_object`), else `UpstreamProtocolError` is raised instead
+of the finish chunk, and the client sees an error where it would have seen the end.
 """
 
 from __future__ import annotations
@@ -44,7 +53,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trioproxy.errors import UpstreamProtocolError
-from trioproxy.translate.anthropic_response import error_from_event, finish_reason, openai_usage
+from trioproxy.translate.anthropic_request import JSON_TOOL
+from trioproxy.translate.anthropic_response import (
+    check_json_object,
+    error_from_event,
+    finish_reason,
+    openai_usage,
+)
 from trioproxy.translate.base import chunk, load_event_json, usage_chunk
 
 if TYPE_CHECKING:
@@ -72,6 +87,7 @@ class _Kind(enum.Enum):
     THINKING = enum.auto()
     REDACTED = enum.auto()
     TOOL = enum.auto()
+    JSON = enum.auto()  # JSON mode's tool call: its input is the answer's content
     SKIP = enum.auto()  # server tool blocks and their results (P-B3), unknown block types
 
 
@@ -125,6 +141,12 @@ class AnthropicStreamTranslator:
         self._next_tool_index = 0
         self._thinking_seen = 0  # thinking blocks started, for the "\n\n" separator (P-B2)
         self._thinking_blocks: list[JSONObject] = []  # for the thinking_blocks chunk
+        # JSON mode (module docstring): the content so far, what is held back, and whether
+        # the content has shown it opens an object.
+        self._json_answer = False  # the JSON_TOOL call was seen
+        self._json_text: list[str] = []
+        self._held: list[str] = []
+        self._opens_object = False
 
     @property
     def done(self) -> bool:
@@ -217,7 +239,7 @@ class AnthropicStreamTranslator:
                 self._blocks[index] = _Block(_Kind.TEXT)
                 text = block.get("text")
                 if isinstance(text, str) and text:  # C.2: a non-empty initial text is content
-                    out.append(self._chunk({"content": text}))
+                    out += self._content(text)
             case "thinking":
                 if self._thinking_seen:  # P-B2: thinking blocks are joined with a blank line
                     out.append(self._chunk({"reasoning_content": "\n\n"}))
@@ -245,6 +267,13 @@ class AnthropicStreamTranslator:
                 if not isinstance(tool_id, str) or not isinstance(name, str):
                     raise UpstreamProtocolError("upstream tool_use block has no id or name")
                 initial = block.get("input")
+                if name == JSON_TOOL:
+                    self._json_answer = True
+                    self._blocks[index] = _Block(
+                        _Kind.JSON, initial_input=initial if isinstance(initial, dict) else {}
+                    )
+                    return out
+                out += self._release()  # text before a client tool call is a preamble
                 tool_index = self._next_tool_index
                 self._next_tool_index += 1
                 self._blocks[index] = _Block(
@@ -277,7 +306,8 @@ class AnthropicStreamTranslator:
         expected = _DELTA_KIND.get(kind)
         if expected is None:
             return []  # citations_delta (P-C1) and delta types added later
-        if block.kind is not expected or block.stopped:
+        kind_of_block = _Kind.TOOL if block.kind is _Kind.JSON else block.kind
+        if kind_of_block is not expected or block.stopped:
             raise UpstreamProtocolError(
                 f"upstream sent {kind} for a {block.kind.name.lower()} block"
                 + (" after it stopped" if block.stopped else "")
@@ -285,7 +315,7 @@ class AnthropicStreamTranslator:
         match kind:
             case "text_delta":
                 text = _field(delta, "text")
-                return [self._chunk({"content": text})] if text else []
+                return self._content(text) if text else []
             case "thinking_delta":
                 # An empty thinking_delta right before the signature is normal (H.14).
                 text = _field(delta, "thinking")
@@ -303,6 +333,8 @@ class AnthropicStreamTranslator:
                 if not fragment:
                     return []
                 block.has_arguments = True
+                if block.kind is _Kind.JSON:
+                    return self._content(fragment)
                 call = {"index": block.tool_index, "function": {"arguments": fragment}}
                 return [self._chunk({"tool_calls": [call]})]
 
@@ -311,6 +343,9 @@ class AnthropicStreamTranslator:
         if block.stopped:
             raise UpstreamProtocolError("upstream stopped a content block twice")
         block.stopped = True
+        if block.kind is _Kind.JSON and not block.has_arguments:
+            # As for a tool below: the whole input came in content_block_start.
+            return self._content(json.dumps(block.initial_input, ensure_ascii=False))
         if block.kind is _Kind.TOOL and not block.has_arguments:
             # A call that streamed no argument fragments: a tool without parameters (Anthropic
             # sends only "" and its input is `{}`), or a server that put the whole input in
@@ -328,16 +363,42 @@ class AnthropicStreamTranslator:
         self._merge_usage(payload.get("usage"))
 
     def _final_chunks(self) -> list[Chunk]:
-        out = []
+        stop_reason = self._stop_reason
+        if (self._json_answer or self._meta.json_object) and not self._next_tool_index:
+            # Only an answer is checked; a turn calling the client's tools is not one yet.
+            check_json_object("".join(self._json_text), stop_reason)
+            if stop_reason == "tool_use":
+                stop_reason = "end_turn"  # the JSON_TOOL call was the answer
+        out = self._release()
         if self._thinking_blocks:  # see "Thinking signatures" in the module docstring
             out.append(self._chunk({"thinking_blocks": self._thinking_blocks}))
         # C.2: the one finish chunk, with an empty delta.
-        out.append(self._chunk({}, finish_reason=finish_reason(self._stop_reason)))
+        out.append(self._chunk({}, finish_reason=finish_reason(stop_reason)))
         if self._meta.include_usage:  # C.4
             out.append(usage_chunk(self._meta, openai_usage(self._raw_usage), model=self._model))
         return out
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _content(self, text: str) -> list[Chunk]:
+        """`content` chunks for `text`, or nothing yet while JSON mode holds it back."""
+        if not (self._json_answer or self._meta.json_object):
+            return [self._chunk({"content": text})]
+        self._json_text.append(text)
+        if self._opens_object:
+            return [self._chunk({"content": text})]
+        self._held.append(text)
+        start = "".join(self._held).lstrip()
+        if start.startswith("{"):
+            self._opens_object = True
+            return self._release()
+        return []  # blank so far, or prose: held until a client tool call or the end
+
+    def _release(self) -> list[Chunk]:
+        if not self._held:
+            return []
+        text, self._held = "".join(self._held), []
+        return [self._chunk({"content": text})]
 
     def _chunk(self, delta: JSONObject, *, finish_reason: str | None = None) -> Chunk:
         return chunk(self._meta, delta, finish_reason=finish_reason, model=self._model)

@@ -51,6 +51,9 @@ class ModelDefaults:
     max_tokens: int | None = None
     reasoning_effort: str | None = None
     system_prompt: str | None = None  # prepended to the client's system messages
+    # How `response_format: {"type": "json_object"}` reaches an Anthropic upstream ("tool",
+    # "instruction" or "off"); docs/translation-anthropic.md "JSON mode". Other dialects ignore it.
+    json_mode: str = "tool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,9 @@ class StreamMeta:
     created: int  # epoch seconds
     model: str  # reported model until the upstream names its own
     include_usage: bool = False
+    # The client asked for `response_format: {"type": "json_object"}`: a translator that cannot
+    # have the upstream guarantee it checks the answer is a JSON object (anthropic_stream.py).
+    json_object: bool = False
 
 
 class StreamTranslator(Protocol):
