@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import openai
@@ -537,3 +538,24 @@ async def test_client_disconnect_closes_the_upstream(proxy: Proxy, model: str) -
     assert await proxy.run(run) == "response.created"
     with trio.fail_after(5):
         await fake.seen[0].closed.wait()
+
+
+async def test_the_shipped_proxy_ini_serves_the_demo_to_the_responses_sdk() -> None:
+    shipped = (Path(__file__).parent.parent / "proxy.ini").read_text()
+    text = shipped.replace("listen = 127.0.0.1:8003", "listen = 127.0.0.1:0", 1)
+    assert text != shipped
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(partial(serve, config_from(text)))
+
+        def run() -> tuple[Any, openai.APIStatusError]:
+            with openai.OpenAI(base_url=bound[0] + "/v1", api_key="none", max_retries=0) as c:
+                answer = c.responses.create(model="demo", input="hi")
+                with pytest.raises(openai.APIStatusError) as info:  # no OPENAI_API_KEY here
+                    c.responses.create(model="gpt-5", input="hi")
+                return answer, info.value
+
+        answer, disabled = await trio.to_thread.run_sync(run)
+        nursery.cancel_scope.cancel()
+    assert answer.output_text.startswith("You said: hi")
+    assert disabled.status_code == 503
+    assert "OPENAI_API_KEY" in disabled.message
