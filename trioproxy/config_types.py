@@ -7,24 +7,52 @@ traceback or `repr()` shows them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from trioproxy.translate.base import ModelDefaults
 
 __all__ = [
     "SERVERS",
+    "STRATEGIES",
     "UPSTREAM_TYPES",
     "ClientKey",
     "ModelConfig",
     "ProxyConfig",
     "ProxySettings",
     "UpstreamConfig",
+    "UpstreamKey",
+    "key_fingerprint",
 ]
 
 UPSTREAM_TYPES = ("anthropic", "openai-responses", "openai-chat", "demo")
 # `[proxy] server`: native is our own HTTP/1.1 server on h11; hypercorn serves the ASGI app, for
 # TLS and HTTP/2 (DESIGN.md "The edge").
 SERVERS = ("native", "hypercorn")
+# `[model:*] strategy`: ordered fails over in the order written; weighted spreads requests over
+# the model's upstreams by weight and load (routing/pool.py states the rule).
+STRATEGIES = ("ordered", "weighted")
+
+
+def key_fingerprint(key: str) -> str:
+    """A stable, non-secret id for an upstream key: 16 hex digits of its SHA-256. It names the
+    key's health in the store (cool-downs survive a reload that keeps the key, whatever its
+    label) and is the key's label when none is given (the first 8 digits, `fp-1a2b3c4d`)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    """One key of an upstream's pool. `label` goes to logs, metrics and /health, never `key`."""
+
+    label: str
+    key: str = field(repr=False)
+    weight: float = 1.0  # share of the requests, relative to the pool's other keys
+    id: str = ""  # key_fingerprint(key); filled in when empty
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", key_fingerprint(self.key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +114,11 @@ class UpstreamConfig:
     name: str
     type: str  # one of UPSTREAM_TYPES
     base_url: str = ""
+    # The first key of the pool (kept for code that knows one key); `keys` is the whole pool.
     api_key: str = field(default="", repr=False)
+    # The key pool (`api_key = ${A}, ${B}` and `api_keys_file`); empty: `api_key` alone.
+    keys: tuple[UpstreamKey, ...] = ()
+    api_keys_file: str | None = None  # as written, for --check
     # Why the upstream is disabled ("ANTHROPIC_API_KEY is not set"), or "" when it is enabled.
     disabled_reason: str = ""
     connect_timeout: float = 10.0  # seconds
@@ -112,10 +144,28 @@ class UpstreamConfig:
     # Client request headers passed on to this upstream (lower-case names). Nothing else the
     # client sends is forwarded; credentials and hop-by-hop headers can never be listed.
     forward_headers: tuple[str, ...] = ()
+    # Key health (routing/health.py). A 429 without retry-after cools its key for
+    # `key_cooldown` s, doubled per 429 in a row up to `key_cooldown_max`; a quota or billing
+    # error for `quota_cooldown` s. `breaker_failures` upstream failures in a row (5xx, 529,
+    # timeouts, refused connections) open the circuit for `breaker_open` s; 0 turns it off.
+    key_cooldown: float = 1.0
+    key_cooldown_max: float = 60.0
+    quota_cooldown: float = 3600.0
+    breaker_failures: int = 5
+    breaker_open: float = 30.0
 
     @property
     def enabled(self) -> bool:
         return not self.disabled_reason
+
+    @property
+    def pool(self) -> tuple[UpstreamKey, ...]:
+        """The keys requests may use: `keys`, or `api_key` alone (an embedder's config)."""
+        if self.keys:
+            return self.keys
+        if self.api_key:
+            return (UpstreamKey("fp-" + key_fingerprint(self.api_key)[:8], self.api_key),)
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +175,8 @@ class ModelConfig:
     name: str
     upstreams: tuple[str, ...]  # tried in order (failover before the first byte)
     upstream_model: str | None = None  # None: the client's model name
+    strategy: str = "ordered"  # one of STRATEGIES
+    weights: tuple[float, ...] = ()  # per upstream, for strategy = weighted; empty: equal
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
     @property

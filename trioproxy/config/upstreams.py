@@ -3,7 +3,8 @@
 - `type` is required; type-specific keys on another type are errors.
 - `base_url` is written as the provider's own SDK takes it (DESIGN.md "proxy.ini").
 - An upstream whose `api_key` resolves empty is disabled, not an error: `disabled_reason` names
-  the variable, and its models answer 503 (`build.py` adds the one warning).
+  the variable, and its models answer 503 (`build.py` adds the one warning). `api_key` may be
+  a comma list and `api_keys_file` may add more: a key pool (`upstream_keys.py`).
 - No secret (`api_key`, header values, proxy credentials) appears in a message.
 """
 
@@ -13,8 +14,9 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from trioproxy.config.upstream_keys import upstream_keys
 from trioproxy.config.values import did_you_mean, is_loopback, show, url_problem
-from trioproxy.config_types import UPSTREAM_TYPES, UpstreamConfig
+from trioproxy.config_types import UPSTREAM_TYPES, UpstreamConfig, UpstreamKey
 
 if TYPE_CHECKING:
     from trioproxy.config.section import Section
@@ -33,6 +35,7 @@ UPSTREAM_KEYS = (
     "type",
     "base_url",
     "api_key",
+    "api_keys_file",
     "connect_timeout",
     "first_byte_timeout",
     "read_timeout",
@@ -49,6 +52,11 @@ UPSTREAM_KEYS = (
     "headers",
     "forward_headers",
     "demo_delay",
+    "key_cooldown",
+    "key_cooldown_max",
+    "quota_cooldown",
+    "breaker_failures",
+    "breaker_open",
 )
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
@@ -94,16 +102,12 @@ def build_upstream(section: Section) -> UpstreamConfig:
             section.fail(key, f"applies only to type = {only} (this upstream is {kind})")
 
     base_url = _base_url(section, kind)
-    api_key = ""
+    keys: tuple[UpstreamKey, ...] = ()
     disabled_reason = ""
-    found = section.secret("api_key")
     if kind != "demo":
-        if found is None:
-            disabled_reason = f"no api_key is set in [{section.title}]"
-        elif not found[0]:
-            disabled_reason = found[1]
-        else:
-            api_key = found[0]
+        keys, disabled_reason = upstream_keys(section)
+    elif section.has("api_keys_file"):
+        section.fail("api_keys_file", "does not apply to type = demo (it needs no key)")
 
     defaults = UpstreamConfig(name=section.name, type=kind)
     first_byte = section.optional_seconds("first_byte_timeout")
@@ -111,7 +115,12 @@ def build_upstream(section: Section) -> UpstreamConfig:
         name=section.name,
         type=kind,
         base_url=base_url,
-        api_key=api_key,
+        api_key=keys[0].key if keys else "",
+        # One unlabelled key of weight 1 is what `api_key` alone says (`UpstreamConfig.pool`).
+        keys=()
+        if len(keys) == 1 and keys == UpstreamConfig(section.name, kind, api_key=keys[0].key).pool
+        else keys,
+        api_keys_file=section.text("api_keys_file") or None,
         disabled_reason=disabled_reason,
         connect_timeout=section.seconds(
             "connect_timeout", defaults.connect_timeout, allow_zero=False
@@ -134,6 +143,13 @@ def build_upstream(section: Section) -> UpstreamConfig:
         extra_headers=_headers(section),
         forward_headers=_forward_headers(section),
         demo_delay=section.seconds("demo_delay", defaults.demo_delay, allow_zero=True),
+        key_cooldown=section.seconds("key_cooldown", defaults.key_cooldown, allow_zero=False),
+        key_cooldown_max=section.seconds(
+            "key_cooldown_max", defaults.key_cooldown_max, allow_zero=False
+        ),
+        quota_cooldown=section.seconds("quota_cooldown", defaults.quota_cooldown, allow_zero=False),
+        breaker_failures=section.integer("breaker_failures", defaults.breaker_failures, minimum=0),
+        breaker_open=section.seconds("breaker_open", defaults.breaker_open, allow_zero=False),
     )
 
 
