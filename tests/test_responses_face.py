@@ -8,6 +8,7 @@ cross unchanged but for the model), an Anthropic upstream and an OpenAI-compatib
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -16,7 +17,7 @@ import openai
 import pytest
 import trio
 
-from tests.conftest import config_from, on_server
+from tests.conftest import DEMO_INI, config_from, on_server
 from tests.fakes import FakeUpstream, Reply, json_reply, sse_reply
 from tests.support import DATA, PROTOCOL
 from trioproxy.server import serve
@@ -559,3 +560,26 @@ async def test_the_shipped_proxy_ini_serves_the_demo_to_the_responses_sdk() -> N
     assert answer.output_text.startswith("You said: hi")
     assert disabled.status_code == 503
     assert "OPENAI_API_KEY" in disabled.message
+
+
+async def test_the_python_blocks_of_docs_responses_clients_run_against_the_demo() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "responses-clients.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert len(blocks) == 2
+    printed: list[str] = []
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(partial(serve, config_from(DEMO_INI)))
+
+        def run() -> None:
+            namespace: dict[str, Any] = {
+                "print": lambda *a, **kw: printed.append(" ".join(map(str, a)))
+            }
+            for block in blocks:
+                exec(block.replace("http://localhost:8003", bound[0]), namespace)
+            namespace["client"].close()
+
+        await trio.to_thread.run_sync(run)
+        nursery.cancel_scope.cancel()
+    assert printed[0].startswith("You said: hi")
+    assert "".join(printed[1:-1]).startswith("You said: Tell me a joke")
+    assert printed[-1].startswith('get_weather {"input": "Weather in Paris?"} You said:')
