@@ -21,14 +21,23 @@ Invariants:
 - The client sees one request id, the proxy's: the upstream's is kept in
   `RequestRecord.upstream_request_id`, never passed on as an error header.
 - Everything the engine raises on purpose is a `ProxyError`; the faces render it.
+- Every upstream request carries a key leased from the upstream's pool (routing/pool.py) and
+  holds it to its end (a stream keeps its key). A failure that is the key's (429, quota, 401 /
+  403: routing/health.py) cools or disables that key and the request moves to another key at
+  once, before the first byte, without waiting or spending `max_retries`; a failure that is the
+  upstream's counts against its circuit breaker, and the router skips an upstream whose breaker
+  is open. When every key is cooling down the client gets 429 with `retry-after` = the soonest
+  key's remaining cool-down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -46,7 +55,9 @@ from trioproxy.errors import (
     UpstreamUnavailable,
 )
 from trioproxy.logs import log_value
-from trioproxy.routing import Router
+from trioproxy.routing import Route, Router
+from trioproxy.routing.health import KEY_FAILURES, Failure, KeyState, classify
+from trioproxy.routing.pool import KeyPools, Lease, NoKey
 from trioproxy.sse import SSEDecoder
 from trioproxy.translate.accumulate import CompletionAccumulator
 from trioproxy.translate.demo import DemoReply
@@ -54,10 +65,11 @@ from trioproxy.translate.relay import RelayWatch, relay_request, relay_usage
 from trioproxy.upstream import HTTPClient, PoolLimits, Response, Timeouts, TLSOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from contextlib import AbstractAsyncContextManager
 
-    from trioproxy.config_types import ClientKey, ProxyConfig, UpstreamConfig
+    from trioproxy.config_types import ClientKey, ProxyConfig, UpstreamConfig, UpstreamKey
+    from trioproxy.metrics import Metrics
     from trioproxy.record import RequestRecord
     from trioproxy.routing import Candidate
     from trioproxy.sse import SSEEvent
@@ -131,12 +143,39 @@ class _CallOptions:
 
 
 class Engine:
-    """The pipeline for one configuration generation (a reload builds a new one)."""
+    """The pipeline for one configuration generation (a reload builds a new one).
 
-    def __init__(self, config: ProxyConfig, http: HTTPClient) -> None:
+    Args:
+        config: the configuration.
+        http: the upstream HTTP client.
+        pools: the key pools and upstream health, shared by every generation (the `Runtime`
+            keeps one, configured with the current config); a private one when None.
+        metrics: where per-key counters go (`trioproxy_upstream_key_*`), or None.
+        clock: the pools' clock, in seconds (a store shared by several instances needs the
+            wall clock).
+        jitter: a number in [0, 1) per call, for the cool-down's jitter.
+    """
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        http: HTTPClient,
+        pools: KeyPools | None = None,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.config = config
         self.router = Router(config)
         self._http = http
+        if pools is None:
+            pools = KeyPools()
+            pools.configure(config)
+        self.pools = pools
+        self._metrics = metrics
+        self._clock = clock
+        self._jitter = jitter
         self._dialects = {
             name: dialect
             for name, upstream in config.upstreams.items()
@@ -185,7 +224,7 @@ class Engine:
         Before the first `emit`, upstream failures are retried and failed over; after it, they
         propagate at once (the face turns them into the error chunk).
         """
-        route = self.router.route(body["model"], key)
+        route = self.route(body["model"], key)
         meta = self.meta(body)
         emitted = False
         accepted = False
@@ -213,17 +252,22 @@ class Engine:
             assert emit_events is not None
             await emit_events(events)
 
-        async def attempt(candidate: Candidate) -> None:
+        async def attempt(candidate: Candidate, key: UpstreamKey | None) -> None:
             if passthrough is not None and candidate.upstream.type == passthrough.dialect:
-                await self._relay_from(candidate, passthrough, record, events_once_started, accept)
+                await self._relay_from(
+                    candidate, key, passthrough, record, events_once_started, accept
+                )
             else:
-                await self._stream_from(candidate, body, meta, record, emit_once_started, accept)
+                await self._stream_from(
+                    candidate, key, body, meta, record, emit_once_started, accept
+                )
 
         await self._with_failover(route.candidates, record, attempt, lambda: emitted)
 
     async def _relay_from(
         self,
         candidate: Candidate,
+        key: UpstreamKey | None,
         passthrough: Passthrough,
         record: RequestRecord,
         emit: EmitEvents,
@@ -233,7 +277,7 @@ class Engine:
         dialect = self._dialects[upstream.name]
         request = self._relay_request(candidate, passthrough)
         record.relayed = True
-        async with self._open(upstream, dialect, request, record) as resp:
+        async with self._open(upstream, key, dialect, request, record) as resp:
             await _check_status(resp, dialect, record)
             kind = _content_type(resp.headers)
             if "json" in kind:
@@ -284,6 +328,7 @@ class Engine:
     async def _stream_from(
         self,
         candidate: Candidate,
+        key: UpstreamKey | None,
         body: dict[str, Any],
         meta: StreamMeta,
         record: RequestRecord,
@@ -304,7 +349,7 @@ class Engine:
             return
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
-        async with self._open(upstream, dialect, request, record) as resp:
+        async with self._open(upstream, key, dialect, request, record) as resp:
             await _check_status(resp, dialect, record)
             kind = _content_type(resp.headers)
             if "json" in kind:
@@ -363,24 +408,29 @@ class Engine:
         With `passthrough`, a candidate of the client's own dialect answers with its own body,
         returned unchanged, and `record.relayed` says so; otherwise a `chat.completion`.
         """
-        route = self.router.route(body["model"], key)
+        route = self.route(body["model"], key)
         meta = self.meta(body)
         result: dict[str, Any] = {}
 
-        async def attempt(candidate: Candidate) -> None:
+        async def attempt(candidate: Candidate, key: UpstreamKey | None) -> None:
             nonlocal result
             if passthrough is not None and candidate.upstream.type == passthrough.dialect:
-                result = await self._relay_complete(candidate, passthrough, record)
+                result = await self._relay_complete(candidate, key, passthrough, record)
             else:
                 record.relayed = False
-                result = await self._complete_from(candidate, body, meta, record)
+                result = await self._complete_from(candidate, key, body, meta, record)
 
         await self._with_failover(route.candidates, record, attempt, lambda: False)
         record.first_byte = trio.current_time()
         return result
 
     async def _complete_from(
-        self, candidate: Candidate, body: dict[str, Any], meta: StreamMeta, record: RequestRecord
+        self,
+        candidate: Candidate,
+        key: UpstreamKey | None,
+        body: dict[str, Any],
+        meta: StreamMeta,
+        record: RequestRecord,
     ) -> dict[str, Any]:
         upstream = candidate.upstream
         meta = _reported(meta, candidate)
@@ -396,7 +446,7 @@ class Engine:
             return completion
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
-        async with self._open(upstream, dialect, request, record) as resp:
+        async with self._open(upstream, key, dialect, request, record) as resp:
             await _check_status(resp, dialect, record)
             raw = await resp.aread(MAX_RESPONSE_BODY)
         completion = dialect.translate_response(raw, meta)
@@ -405,10 +455,14 @@ class Engine:
         return completion
 
     async def _relay_complete(
-        self, candidate: Candidate, passthrough: Passthrough, record: RequestRecord
+        self,
+        candidate: Candidate,
+        key: UpstreamKey | None,
+        passthrough: Passthrough,
+        record: RequestRecord,
     ) -> dict[str, Any]:
         answer = await self._relay_json(
-            candidate, self._relay_request(candidate, passthrough), record
+            candidate, key, self._relay_request(candidate, passthrough), record
         )
         usage = answer.get("usage")
         record.usage = relay_usage(usage) if isinstance(usage, dict) else None
@@ -433,16 +487,21 @@ class Engine:
         request = self._relay_request(candidate, passthrough)
         request = dataclasses.replace(request, path=COUNT_TOKENS_PATH, stream=False)
         record.upstream = candidate.upstream.name
-        return await self._relay_json(candidate, request, record)
+        async with self._one_key(candidate.upstream, record) as key:
+            return await self._relay_json(candidate, key, request, record)
 
     async def _relay_json(
-        self, candidate: Candidate, request: UpstreamRequest, record: RequestRecord
+        self,
+        candidate: Candidate,
+        key: UpstreamKey | None,
+        request: UpstreamRequest,
+        record: RequestRecord,
     ) -> dict[str, Any]:
         """POST a relayed `request` and return the upstream's JSON object answer unchanged."""
         upstream = candidate.upstream
         dialect = self._dialects[upstream.name]
         record.relayed = True
-        async with self._open(upstream, dialect, request, record) as resp:
+        async with self._open(upstream, key, dialect, request, record) as resp:
             await _check_status(resp, dialect, record)
             raw = await resp.aread(MAX_RESPONSE_BODY)
         try:
@@ -458,6 +517,7 @@ class Engine:
     def _open(
         self,
         upstream: UpstreamConfig,
+        key: UpstreamKey | None,
         dialect: Dialect,
         request: UpstreamRequest,
         record: RequestRecord,
@@ -472,7 +532,7 @@ class Engine:
             *request.headers,
             *forwarded,
             *upstream.extra_headers,
-            *dialect.auth_headers(upstream.api_key),
+            *dialect.auth_headers(key.key if key is not None else upstream.api_key),
         ]
         if not any(name == "content-type" for name, _ in request.headers):
             headers.insert(0, ("content-type", "application/json"))
@@ -488,66 +548,273 @@ class Engine:
             pool=options.pool,
         )
 
+    def route(self, model: str, key: ClientKey | None) -> Route:
+        """The candidates for `model`: upstreams whose breaker is open left out, and those of a
+        `strategy = weighted` model put in this request's order (routing/pool.py)."""
+        now = self._clock()
+        route = self.router.route(
+            model, key, blocked=self.pools.blocked(self.config.upstreams, now)
+        )
+        if route.weights is not None and len(route.candidates) > 1:
+            order = self.pools.order(
+                route.section, [c.upstream for c in route.candidates], route.weights
+            )
+            route = dataclasses.replace(route, candidates=tuple(route.candidates[i] for i in order))
+        return route
+
     async def _with_failover(
         self,
         candidates: tuple[Candidate, ...],
         record: RequestRecord,
-        attempt: Callable[[Candidate], Awaitable[None]],
+        attempt: Callable[[Candidate, UpstreamKey | None], Awaitable[None]],
         started: Callable[[], bool],
     ) -> None:
-        """Try each candidate in order, retrying retryable upstream errors with backoff.
+        """Try each candidate in order, with a key from its pool, retrying retryable upstream
+        errors with backoff.
 
-        Every wait comes out of the upstream's `retry_max_wait` budget, and no wait is longer
-        than what is left of it: a `retry-after` / `retry-after-ms` beyond it is not slept, the
-        next candidate is tried at once, and when none is left the last upstream error is
-        raised with its headers (`retry-after`, `x-should-retry`), so the client's SDK makes
-        the decision (docs/streaming.md "Retries and failover"). Every retry and every give-up
-        is logged (logger `trioproxy`, info) and recorded with its reason for the metrics.
+        A failure that is the key's (429, quota, 401/403) is retried at once on another key of
+        the same upstream, without a wait and without spending `max_retries`. Every wait comes
+        out of the upstream's `retry_max_wait` budget, and no wait is longer than what is left
+        of it: a `retry-after` / `retry-after-ms` (or a key's cool-down) beyond it is not slept,
+        the next candidate is tried at once, and when none is left the last upstream error is
+        raised with its headers (`retry-after` = the soonest key's cool-down, `x-should-retry`),
+        so the client's SDK makes the decision (docs/streaming.md "Retries and failover").
+        Every retry and every give-up is logged (logger `trioproxy`, info) and recorded with its
+        reason for the metrics.
         """
         last: ProxyError | None = None
+        soonest = math.inf  # seconds until a cooling key or an open breaker lets a request by
         for candidate in candidates:
             upstream = candidate.upstream
             record.upstream = upstream.name
             budget = upstream.retry_max_wait
             tries = 0
+            tried: set[str] = set()  # ids of keys that failed this request
+            key_failure: UpstreamError | None = None  # the last of those failures
+            switch_from: str | None = None  # the label of a key that just failed
+            keyless = upstream.type == "demo"
             while True:
+                now = self._clock()
+                if not keyless and (wait := self.pools.admit(upstream, now)) is not None:
+                    soonest = min(soonest, wait)
+                    last = last or _breaker_open(upstream.name, wait)
+                    self._give_up(record, upstream.name, GiveUp.CIRCUIT_OPEN, last)
+                    break
+                lease: Lease | None = None
+                if not keyless:
+                    got = self.pools.acquire(upstream, now, tried)
+                    if isinstance(got, NoKey):
+                        failure = key_failure or _no_key(upstream.name, got)
+                        if got.retry_in is not None:
+                            soonest = min(soonest, got.retry_in)
+                        delay, giveup = self._key_wait(tries, got, failure, budget, upstream)
+                        if giveup is not None:
+                            last = failure
+                            self._give_up(record, upstream.name, giveup, failure)
+                            break
+                        tries += 1
+                        budget -= delay
+                        tried.clear()
+                        switch_from = None
+                        reason = _reason(key_failure) if key_failure else "keys_cooling"
+                        self._retry(record, upstream.name, tries, delay, reason, failure)
+                        await trio.sleep(delay)
+                        continue
+                    lease = got
+                    record.upstream_key = got.key.label
+                    if switch_from is not None and key_failure is not None:
+                        record.retries += 1
+                        record.retry_reasons.append((upstream.name, _reason(key_failure)))
+                        logger.info(
+                            "request %s: retry of upstream %s at once on key %s (%s) after key "
+                            "%s answered %s",
+                            log_value(record.request_id),
+                            upstream.name,
+                            got.key.label,
+                            _reason(key_failure),
+                            switch_from,
+                            _describe(key_failure),
+                        )
+                        switch_from = None
                 try:
-                    await attempt(candidate)
-                    return
+                    await attempt(candidate, lease.key if lease is not None else None)
                 except UpstreamError as exc:
                     record.attempts.append(f"{upstream.name}:{exc.status}")
                     last = exc
+                    kind = classify(exc)
+                    if not keyless:
+                        self._note(upstream, lease, kind, exc)
+                    if lease is not None and kind in KEY_FAILURES and not started():
+                        # The key's fault (its cool-down is set): another key, at once.
+                        tried.add(lease.key.id)
+                        key_failure = exc
+                        switch_from = lease.key.label
+                        continue
                     delay, giveup = self._next_wait(tries, exc, budget, upstream, started())
                     if giveup is not None:
-                        record.giveups.append((upstream.name, giveup.value))
-                        logger.info(
-                            "request %s: giving up on upstream %s (%s) after %s",
-                            log_value(record.request_id),
-                            upstream.name,
-                            giveup.value,
-                            _describe(exc),
-                        )
+                        self._give_up(record, upstream.name, giveup, exc)
                         if giveup in _FINAL:
                             raise
                         break
                     tries += 1
                     budget -= delay
-                    reason = _reason(exc)
-                    record.retries += 1
-                    record.retry_reasons.append((upstream.name, reason))
-                    logger.info(
-                        "request %s: retry %d of upstream %s in %.2fs (%s) after %s",
-                        log_value(record.request_id),
-                        tries,
-                        upstream.name,
-                        delay,
-                        reason,
-                        _describe(exc),
-                    )
+                    self._retry(record, upstream.name, tries, delay, _reason(exc), exc)
                     await trio.sleep(delay)
+                else:
+                    if not keyless:
+                        self._note(upstream, lease, None, None)
+                    return
+                finally:
+                    if lease is not None:
+                        self.pools.release(lease)
         if last is None:  # pragma: no cover - routing never returns an empty candidate list
             raise UpstreamUnavailable("no upstream could be tried")
-        raise last
+        raise _for_client(last, soonest)
+
+    def _retry(
+        self,
+        record: RequestRecord,
+        upstream: str,
+        tries: int,
+        delay: float,
+        reason: str,
+        exc: ProxyError,
+    ) -> None:
+        record.retries += 1
+        record.retry_reasons.append((upstream, reason))
+        logger.info(
+            "request %s: retry %d of upstream %s in %.2fs (%s) after %s",
+            log_value(record.request_id),
+            tries,
+            upstream,
+            delay,
+            reason,
+            _describe(exc),
+        )
+
+    @staticmethod
+    def _give_up(record: RequestRecord, upstream: str, giveup: GiveUp, exc: ProxyError) -> None:
+        record.giveups.append((upstream, giveup.value))
+        logger.info(
+            "request %s: giving up on upstream %s (%s) after %s",
+            log_value(record.request_id),
+            upstream,
+            giveup.value,
+            _describe(exc),
+        )
+
+    @staticmethod
+    def _key_wait(
+        tries: int, got: NoKey, failure: ProxyError, budget: float, upstream: UpstreamConfig
+    ) -> tuple[float, GiveUp | None]:
+        """The wait for a key of `upstream` to come back from its cool-down, or why not to."""
+        if got.retry_in is None:
+            return 0.0, GiveUp.KEYS_DISABLED
+        if _header(failure, "x-should-retry") == "false":
+            return 0.0, GiveUp.SHOULD_NOT_RETRY
+        if tries >= upstream.max_retries:
+            return 0.0, GiveUp.RETRIES_EXHAUSTED
+        if got.retry_in > budget:
+            return 0.0, GiveUp.RETRY_AFTER_TOO_LONG
+        return got.retry_in, None
+
+    def _note(
+        self,
+        upstream: UpstreamConfig,
+        lease: Lease | None,
+        failure: Failure | None,
+        exc: UpstreamError | None,
+    ) -> None:
+        """Tell the pool how an answer went; log and count what changed."""
+        retry_after = exc.retry_after if isinstance(exc, UpstreamStatusError) else None
+        key = lease.key if lease is not None else None
+        outcome = self.pools.report(
+            upstream,
+            key,
+            failure,
+            now=self._clock(),
+            retry_after=retry_after,
+            jitter=self._jitter(),
+        )
+        name = upstream.name
+        metrics = self._metrics
+        if key is not None and metrics is not None:
+            result = failure.value if failure is not None else "ok"
+            metrics.count(
+                "trioproxy_upstream_key_requests_total",
+                (("upstream", name), ("key", key.label), ("result", result)),
+                "Upstream answers by upstream, key label and result (ok or whose fault).",
+            )
+        if outcome.breaker_opened:
+            logger.warning(
+                "upstream %s: circuit breaker open for %gs after %d failures in a row; "
+                "its models skip it until a probe request succeeds",
+                name,
+                upstream.breaker_open,
+                upstream.breaker_failures,
+            )
+            if metrics is not None:
+                metrics.count(
+                    "trioproxy_upstream_breaker_opens_total",
+                    (("upstream", name),),
+                    "Times an upstream's circuit breaker opened.",
+                )
+        if key is None or not outcome.changed or failure is None or exc is None:
+            return
+        if metrics is not None and outcome.key_state is not KeyState.READY:
+            metrics.count(
+                "trioproxy_upstream_key_cooldowns_total",
+                (("upstream", name), ("key", key.label), ("reason", failure.value)),
+                "Keys cooled down or disabled, by upstream, key label and reason.",
+            )
+        if outcome.key_state is KeyState.DISABLED:
+            logger.error(
+                "upstream %s: key %s was refused (%s); it is disabled until the next reload",
+                name,
+                key.label,
+                _describe(exc),
+            )
+        elif failure is Failure.QUOTA:
+            logger.warning(
+                "upstream %s: key %s is out of quota or credit (%s); cooling down for %.0fs",
+                name,
+                key.label,
+                _describe(exc),
+                outcome.cooldown,
+            )
+        elif outcome.key_state is KeyState.COOLING:
+            logger.info(
+                "upstream %s: key %s is rate limited; cooling down for %.2fs",
+                name,
+                key.label,
+                outcome.cooldown,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _one_key(
+        self, upstream: UpstreamConfig, record: RequestRecord
+    ) -> AsyncIterator[UpstreamKey | None]:
+        """A key of `upstream` for one try without failover (count_tokens); its answer is
+        reported to the pool like any other."""
+        if upstream.type == "demo":
+            yield None
+            return
+        now = self._clock()
+        if (wait := self.pools.admit(upstream, now)) is not None:
+            raise _breaker_open(upstream.name, wait)
+        got = self.pools.acquire(upstream, now, set())
+        if isinstance(got, NoKey):
+            raise _for_client(_no_key(upstream.name, got), got.retry_in or math.inf)
+        record.upstream_key = got.key.label
+        try:
+            yield got.key
+        except UpstreamError as exc:
+            self._note(upstream, got, classify(exc), exc)
+            raise _for_client(exc, math.inf) from None
+        else:
+            self._note(upstream, got, None, None)
+        finally:
+            self.pools.release(got)
 
     @staticmethod
     def _next_wait(
@@ -585,6 +852,8 @@ class GiveUp(enum.Enum):
     RETRIES_EXHAUSTED = "retries_exhausted"  # `max_retries` retries were made
     RETRY_AFTER_TOO_LONG = "retry_after_too_long"  # `retry-after` beyond the budget's rest
     BUDGET_EXHAUSTED = "budget_exhausted"  # our own backoff would go beyond `retry_max_wait`
+    CIRCUIT_OPEN = "circuit_open"  # its circuit breaker opened (routing/health.py)
+    KEYS_DISABLED = "keys_disabled"  # every key was refused (401/403) until reload
 
 
 # Give-ups that end the request: the failure is the client's answer, no other upstream is tried
@@ -655,3 +924,60 @@ def _reason(exc: UpstreamError) -> str:
 
 def _describe(exc: ProxyError) -> str:
     return f"{exc.status} {log_value(exc.message)}"
+
+
+def _retry_after(seconds: float) -> str:
+    """A `retry-after` value: whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3)."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def _breaker_open(upstream: str, wait: float) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"upstream '{upstream}' is failing: its circuit breaker is open for {wait:.0f} s more",
+        code="upstream_circuit_open",
+        headers=(("retry-after", _retry_after(wait)),),
+    )
+
+
+def _no_key(upstream: str, got: NoKey) -> UpstreamUnavailable:
+    """The error for an upstream none of whose keys may be used now."""
+    if got.retry_in is None:
+        return UpstreamUnavailable(
+            f"upstream '{upstream}' refused every one of its keys (401/403); they are disabled "
+            "until the proxy's configuration is reloaded",
+            code="upstream_keys_disabled",
+        )
+    return UpstreamUnavailable(
+        f"every key of upstream '{upstream}' is cooling down after rate limits or quota "
+        f"errors; the first is ready in {got.retry_in:.1f} s",
+        status=429,
+        error_type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=(("retry-after", _retry_after(got.retry_in)),),
+    )
+
+
+def _for_client(exc: ProxyError, soonest: float) -> ProxyError:
+    """The error the client gets when no candidate answered: a key refused by the upstream is
+    the proxy operator's problem, not the client's (503, never the upstream's 401, which the
+    client's SDK would take for its own key being wrong); a 429 says when the soonest key or
+    upstream is ready again (`soonest`, seconds)."""
+    if classify(exc) is Failure.AUTH and exc.status in (401, 403):
+        return UpstreamUnavailable(
+            f"the upstream refused the proxy's key ({_describe(exc)}); the proxy's operator must "
+            "fix its api_key",
+            code="upstream_key_refused",
+        )
+    if exc.status == 429 and soonest != math.inf:
+        value = _retry_after(soonest)
+        names = {name for name, _ in exc.headers}
+        headers = [
+            (name, value if name == "retry-after" else str(math.ceil(soonest * 1000)))
+            if name in ("retry-after", "retry-after-ms")
+            else (name, header)
+            for name, header in exc.headers
+        ]
+        if not names & {"retry-after", "retry-after-ms"}:
+            headers.append(("retry-after", value))
+        exc.headers = tuple(headers)
+    return exc

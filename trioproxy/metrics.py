@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["CONTENT_TYPE", "Metrics", "RequestSample"]
+__all__ = ["CONTENT_TYPE", "GaugeSample", "Metrics", "RequestSample"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,6 +49,16 @@ class RequestSample:
     # (upstream, reason) per retry and per give-up (RequestRecord.retry_reasons / .giveups)
     retry_reasons: tuple[tuple[str, str], ...] = ()
     giveups: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeSample:
+    """One labelled gauge value, from a collector (`Metrics.add_collector`)."""
+
+    name: str
+    help: str
+    labels: Labels
+    value: float
 
 
 def _escape(value: str) -> str:
@@ -87,6 +97,7 @@ class Metrics:
     def __init__(self) -> None:
         self._counters: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
+        self._collectors: list[Callable[[], Iterable[GaugeSample]]] = []
         self._help = {
             "trioproxy_requests_total": "Requests finished, by model/upstream/key/outcome/status.",
             "trioproxy_tokens_total": "Tokens reported by upstreams, by model and direction.",
@@ -99,7 +110,26 @@ class Metrics:
             "trioproxy_upstream_errors_total": "Requests that ended in an upstream error, by code.",
             "trioproxy_time_to_first_byte_seconds": "Seconds from request to first chunk.",
             "trioproxy_request_duration_seconds": "Seconds from request to its end.",
+            "trioproxy_store_fallbacks_total": (
+                "Requests admitted under this instance's own limits because the shared store "
+                "was unavailable."
+            ),
+            "trioproxy_store_failures_total": (
+                "Calls to the shared store that failed, by reason (timeout, error)."
+            ),
         }
+        # The shared store's state, rendered as a gauge: None without a shared store.
+        self._store_degraded: bool | None = None
+
+    def count(self, name: str, labels: Labels, help_text: str, by: float = 1.0) -> None:
+        """Add `by` to the counter `name` with `labels` (a family made on first use)."""
+        self._help.setdefault(name, help_text)
+        self._inc(name, labels, by)
+
+    def add_collector(self, collect: Callable[[], Iterable[GaugeSample]]) -> None:
+        """`collect()` is called at every render; its labelled gauges are rendered with the
+        rest (e.g. each upstream key's state, read from the key pools at that moment)."""
+        self._collectors.append(collect)
 
     def _inc(self, name: str, labels: Labels, by: float = 1.0) -> None:
         family = self._counters.setdefault(name, {})
@@ -149,15 +179,41 @@ class Metrics:
             "trioproxy_request_duration_seconds", stream, DURATION_BUCKETS, sample.duration
         )
 
+    def store_fallback(self) -> None:
+        """One request admitted by local limits because the shared store was unavailable."""
+        self._inc("trioproxy_store_fallbacks_total", ())
+
+    def store_failure(self, reason: str) -> None:
+        """One failed call to the shared store; `reason` is "timeout" or "error"."""
+        self._inc("trioproxy_store_failures_total", (("reason", reason),))
+
+    def set_store_degraded(self, degraded: bool) -> None:
+        self._store_degraded = degraded
+
     def render(self, gauges: Mapping[str, tuple[str, float]] = {}) -> str:
         """The exposition text. `gauges` maps a name to (help, value) read at render time."""
         lines: list[str] = []
+        if self._store_degraded is not None:
+            gauges = {
+                **gauges,
+                "trioproxy_store_degraded": (
+                    "1 while the shared store is unavailable and local limits apply, else 0.",
+                    float(self._store_degraded),
+                ),
+            }
         for name, (help_text, value) in gauges.items():
             lines += [
                 f"# HELP {name} {help_text}",
                 f"# TYPE {name} gauge",
                 f"{name} {_number(value)}",
             ]
+        families: dict[str, tuple[str, list[str]]] = {}
+        for collect in self._collectors:
+            for sample in collect():
+                family = families.setdefault(sample.name, (sample.help, []))
+                family[1].append(f"{sample.name}{_labels(sample.labels)} {_number(sample.value)}")
+        for name, (help_text, samples) in families.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
         for name, series in sorted(self._counters.items()):
             lines += [f"# HELP {name} {self._help.get(name, name)}", f"# TYPE {name} counter"]
             lines += [f"{name}{_labels(labels)} {_number(v)}" for labels, v in series.items()]

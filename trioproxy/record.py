@@ -36,6 +36,8 @@ class RequestRecord:
     key_name: str = "-"
     model: str = "-"
     upstream: str = "-"
+    # The label of the upstream key the last attempt used (never the key); "-" when none did.
+    upstream_key: str = "-"
     stream: bool = False
     status: int = 0
     outcome: Outcome | None = None

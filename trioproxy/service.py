@@ -24,10 +24,11 @@ from trioproxy._version import __version__
 from trioproxy.auth import Authenticator, key_from_headers
 from trioproxy.engine import Engine
 from trioproxy.errors import AuthError
-from trioproxy.limits import KeyLimiter
 from trioproxy.logs import log_access
 from trioproxy.metrics import Metrics
 from trioproxy.record import Outcome, request_sample
+from trioproxy.store import Limiter, open_limiter
+from trioproxy.routing.pool import KeyPools
 from trioproxy.validate import RequestLimits
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class Service:
     def __init__(self, config: ProxyConfig, runtime: Runtime) -> None:
         self.config = config
         self.runtime = runtime
-        self.engine = Engine(config, runtime.http)
+        self.engine = Engine(config, runtime.http, runtime.keypools, metrics=runtime.metrics)
         self.auth = Authenticator(config.proxy.keys)
         self.limits = RequestLimits.from_settings(config.proxy)
 
@@ -128,7 +129,7 @@ class Service:
         return self.runtime.lifecycle
 
     @property
-    def limiter(self) -> KeyLimiter:
+    def limiter(self) -> Limiter:
         return self.runtime.limiter
 
     def authenticate(self, presented: str | None) -> ClientKey:
@@ -170,10 +171,20 @@ class Service:
                     "type": upstream.type,
                     "enabled": upstream.enabled,
                     **({"reason": upstream.disabled_reason} if not upstream.enabled else {}),
+                    # Key labels, weights and states and the circuit breaker (never a key).
+                    **(
+                        self.runtime.keypools.health(upstream, trio.current_time())
+                        if upstream.enabled and upstream.type != "demo"
+                        else {}
+                    ),
                 }
                 for name, upstream in self.config.upstreams.items()
             },
             "active_streams": lifecycle.streams,
+            # "degraded" while the shared store (`[proxy] store`) is unavailable and each
+            # instance applies its own limits (docs/operations.md "Scaling out").
+            "store": self.runtime.limiter.status(),
+            "store_backend": self.runtime.limiter.backend,
         }
 
     def models(self) -> dict[str, Any]:
@@ -211,13 +222,21 @@ class Runtime:
         self.http = http
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()
-        self.limiter = KeyLimiter()
+        # Per-key limits: this process's, or shared by every instance (`[proxy] store`).
+        # Raises ConfigError when the store needs an extra that is not installed.
+        self.limiter = open_limiter(config.proxy, self.metrics)
+        # Upstream key pools and health (cool-downs, disabled keys, breakers): kept across
+        # reloads, each reload tells it the new config (a key still listed keeps its cool-down).
+        self.keypools = KeyPools()
+        self.keypools.configure(config)
+        self.metrics.add_collector(lambda: self.keypools.gauges(trio.current_time()))
         self.on_finish: list[Callable[[RequestRecord], None]] = []
         self.connections = 0  # client connections the servers hold open
         self.service = Service(config, self)
 
     def reload(self, config: ProxyConfig) -> Service:
         """Serve new requests with `config`; requests in flight keep their own service."""
+        self.keypools.configure(config)
         self.service = Service(config, self)
         return self.service
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from trioproxy.metrics import GaugeSample
 from trioproxy.routing.health import (
     Breaker,
     BreakerState,
@@ -331,6 +332,76 @@ class KeyPools:
                     reason=health.reason if health.state(now) is not KeyState.READY else "",
                 )
             )
+        return out
+
+    def health(self, upstream: UpstreamConfig, now: float) -> dict[str, Any]:
+        """The upstream's keys and breaker for /health: labels, never keys."""
+        keys = []
+        for view in self.view(upstream, now):
+            entry: dict[str, Any] = {
+                "label": view.label,
+                "weight": view.weight,
+                "state": view.state,
+                "in_flight": view.in_flight,
+            }
+            if view.state == KeyState.COOLING.value:
+                entry["ready_in"] = round(view.retry_in, 3)
+            if view.reason:
+                entry["reason"] = view.reason
+            keys.append(entry)
+        state, wait, failures = self.breaker_view(upstream.name, now)
+        breaker: dict[str, Any] = {"state": state, "failures_in_a_row": failures}
+        if wait:
+            breaker["closed_to_requests_for"] = round(wait, 3)
+        return {"keys": keys, "breaker": breaker}
+
+    def gauges(self, now: float) -> list[GaugeSample]:
+        """The pools' state for /metrics, read now (`Metrics.add_collector`)."""
+        if self._config is None:
+            return []
+        out = []
+        states = [state.value for state in KeyState]
+        for name, upstream in self._config.upstreams.items():
+            if upstream.type == "demo":
+                continue
+            for view in self.view(upstream, now):
+                labels = (("upstream", name), ("key", view.label))
+                for state in states:
+                    out.append(
+                        GaugeSample(
+                            "trioproxy_upstream_key_state",
+                            "1 for the state each upstream key is in (ready, cooling, disabled).",
+                            (*labels, ("state", state)),
+                            1.0 if view.state == state else 0.0,
+                        )
+                    )
+                out.append(
+                    GaugeSample(
+                        "trioproxy_upstream_key_in_flight",
+                        "Requests in flight on each upstream key.",
+                        labels,
+                        view.in_flight,
+                    )
+                )
+                if view.retry_in != math.inf:
+                    out.append(
+                        GaugeSample(
+                            "trioproxy_upstream_key_cooldown_seconds",
+                            "Seconds until a cooling upstream key is ready (0 when ready).",
+                            labels,
+                            round(view.retry_in, 3),
+                        )
+                    )
+            state, _, _ = self.breaker_view(name, now)
+            for value in (b.value for b in BreakerState):
+                out.append(
+                    GaugeSample(
+                        "trioproxy_upstream_breaker_state",
+                        "1 for the state of each upstream's circuit breaker.",
+                        (("upstream", name), ("state", value)),
+                        1.0 if state == value else 0.0,
+                    )
+                )
         return out
 
     def breaker_view(self, upstream: str, now: float) -> tuple[str, float, int]:
