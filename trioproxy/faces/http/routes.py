@@ -28,6 +28,7 @@ from trioproxy.faces.http.common import (
     header,
     request_id,
 )
+from trioproxy.faces.http.messages import serve_count_tokens, serve_messages
 from trioproxy.faces.http.responses import serve_responses, stored_response
 from trioproxy.metrics import CONTENT_TYPE
 from trioproxy.record import Outcome, RequestRecord
@@ -45,6 +46,8 @@ __all__ = ["POST_ROUTES", "serve_request"]
 # Requests whose route reads a body and runs the pump; each finishes its own record.
 POST_ROUTES: dict[str, Route] = {"/v1/chat/completions": serve_chat}
 POST_ROUTES["/v1/responses"] = serve_responses
+POST_ROUTES["/v1/messages"] = serve_messages
+POST_ROUTES["/v1/messages/count_tokens"] = serve_count_tokens
 
 # Request headers a browser may ask to send (Access-Control-Request-Headers) are echoed back for
 # an allowed origin, if each is a plain token (RFC 9110 §5.6.2) and there are not too many.
