@@ -100,6 +100,11 @@ class ProxySettings:
     # Request head limit in bytes, larger answers 431. nginx's default is 4 buffers of 8 KiB
     # (large_client_header_buffers); an API client needs a few hundred bytes.
     max_header_bytes: int = 32 * 1024
+    # Where per-key limits live (docs/operations.md "Scaling out"): "memory" (this process only)
+    # or a redis:// / rediss:// URL shared by every instance. The URL may hold a password.
+    store: str = field(default="memory", repr=False)
+    store_timeout: float = 50.0  # milliseconds a request waits for the store before local limits
+    store_prefix: str = "trioproxy:"  # namespace of every key trioproxy writes in the store
 
     @property
     def tls(self) -> bool:

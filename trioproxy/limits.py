@@ -6,6 +6,12 @@ A key with `rpm = R` holds a bucket of R tokens that refills at R per minute; ea
 one. A key with `max_concurrent = C` may have C requests in flight. Over either limit the request
 gets 429 `rate_limit_exceeded` with `retry-after` (seconds, rounded up), which the OpenAI and
 Anthropic SDKs honour before their automatic retry (CLIENT_EXPECTATIONS.md §1.4).
+
+With a shared store (`[proxy] store = redis://...`, trioproxy/store/) the same two limits are kept
+in Redis for every instance at once; this limiter is then the fallback while the store is
+unavailable, and it still counts every request in flight on this instance (`track`), so a
+fallback starts from what this instance is really running. The store builds its 429s with
+`concurrency_limited` and `rate_limited`, so a client sees the same answer from either.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from trioproxy.errors import RateLimited
 if TYPE_CHECKING:
     from trioproxy.config_types import ClientKey
 
-__all__ = ["KeyLimiter"]
+__all__ = ["KeyLimiter", "concurrency_limited", "rate_limited"]
 
 
 @dataclass(slots=True)
@@ -39,24 +45,20 @@ class KeyLimiter:
     def acquire(self, key: ClientKey, now: float) -> None:
         """Admit one request for `key` or raise `RateLimited`; pair with `release`."""
         if key.max_concurrent is not None and self.in_flight(key) >= key.max_concurrent:
-            raise RateLimited(
-                f"too many requests in flight for this key (max_concurrent = "
-                f"{key.max_concurrent}); wait for one to finish",
-                headers=(("retry-after", "1"),),
-            )
+            raise concurrency_limited(key)
         if key.rpm is not None:
             per_second = key.rpm / 60.0
             bucket = self._buckets.setdefault(key.name, _Bucket(tokens=key.rpm, updated=now))
             bucket.tokens = min(key.rpm, bucket.tokens + (now - bucket.updated) * per_second)
             bucket.updated = now
             if bucket.tokens < 1.0:
-                wait = math.ceil((1.0 - bucket.tokens) / per_second)
-                raise RateLimited(
-                    f"rate limit of {key.rpm:g} requests per minute reached for this key; "
-                    f"retry in {wait}s",
-                    headers=(("retry-after", str(wait)),),
-                )
+                raise rate_limited(key, (1.0 - bucket.tokens) / per_second)
             bucket.tokens -= 1.0
+        self._in_flight[key.name] = self.in_flight(key) + 1
+
+    def track(self, key: ClientKey) -> None:
+        """Count one request in flight that another limiter (the shared store) admitted; pair
+        with `release`. No check: the store's answer stands."""
         self._in_flight[key.name] = self.in_flight(key) + 1
 
     def release(self, key: ClientKey) -> None:
@@ -65,3 +67,22 @@ class KeyLimiter:
             self._in_flight[key.name] = left
         else:
             self._in_flight.pop(key.name, None)
+
+
+def concurrency_limited(key: ClientKey) -> RateLimited:
+    """The 429 for a key at its `max_concurrent`. One second: a chat request rarely ends sooner,
+    and the SDKs wait exactly what `retry-after` says."""
+    return RateLimited(
+        f"too many requests in flight for this key (max_concurrent = "
+        f"{key.max_concurrent}); wait for one to finish",
+        headers=(("retry-after", "1"),),
+    )
+
+
+def rate_limited(key: ClientKey, wait: float) -> RateLimited:
+    """The 429 for a key whose request bucket is empty; `wait` in seconds until a token."""
+    seconds = max(1, math.ceil(wait))
+    return RateLimited(
+        f"rate limit of {key.rpm:g} requests per minute reached for this key; retry in {seconds}s",
+        headers=(("retry-after", str(seconds)),),
+    )

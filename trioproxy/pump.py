@@ -95,7 +95,7 @@ async def handle(
         try:
             if lifecycle.draining.is_set():
                 raise ServerShutdown("the server is shutting down; retry on another instance")
-            service.limiter.acquire(caller, trio.current_time())
+            lease = await service.limiter.admit(caller, trio.current_time())
         except ProxyError as exc:
             record.fail(exc)
             await sink.fail(exc, committed=False)
@@ -104,7 +104,7 @@ async def handle(
             with lifecycle.admitted(stream=stream):
                 await _run(service, body, caller, record, sink, stream, passthrough)
         finally:
-            service.limiter.release(caller)
+            lease.release()
     finally:
         if record.outcome is None:  # cancelled by the face: the client left
             record.outcome = Outcome.CLIENT_CANCELLED

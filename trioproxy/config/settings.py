@@ -50,6 +50,9 @@ PROXY_KEYS = (
     "body_timeout",
     "keep_alive_timeout",
     "max_header_bytes",
+    "store",
+    "store_timeout",
+    "store_prefix",
 )
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -58,6 +61,12 @@ _MIN_JSON_DEPTH = 8  # a chat request with an image part already nests 5 deep
 # A request head with a bearer key, a content type, a user agent and the SDKs' x-stainless-*
 # headers is well under 1 KiB; below that, ordinary clients would get 431.
 _MIN_HEADER_BYTES = 1024
+# `store_timeout` bounds, in milliseconds: a Redis round trip on a LAN is well under 1 ms, so 1 ms
+# is the least that can succeed; past 10 s a request would wait on the store longer than on most
+# upstreams' first byte, and "never a request blocked on the store" would not hold.
+_MIN_STORE_TIMEOUT_MS = 1.0
+_MAX_STORE_TIMEOUT_MS = 10_000.0
+_STORE_SCHEMES = ("redis", "rediss")
 
 
 _DEFAULT_SETTINGS = ProxySettings()
@@ -132,6 +141,9 @@ def build_settings(section: Section, key_sections: list[Section]) -> ProxySettin
         max_header_bytes=section.integer(
             "max_header_bytes", _DEFAULT_SETTINGS.max_header_bytes, minimum=_MIN_HEADER_BYTES
         ),
+        store=_store(section),
+        store_timeout=_store_timeout(section),
+        store_prefix=_store_prefix(section),
     )
 
 
@@ -217,3 +229,64 @@ def _cors_origins(section: Section) -> tuple[str, ...]:
             )
         origins.append(origin.rstrip("/"))
     return tuple(origins)
+
+
+def _store(section: Section) -> str:
+    """`store = memory` or `store = redis://[[user]:password@]host[:port][/db]` (also `rediss://`,
+    Redis over TLS). The URL form is the one redis-py and coredis take
+    (https://www.iana.org/assignments/uri-schemes/prov/redis). A password usually comes from
+    `${VAR}`; messages here never repeat the URL, which may hold it."""
+    value = section.text("store")
+    if value is None or value == "memory":
+        return "memory"
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme.lower() not in _STORE_SCHEMES:
+        shown = show(scheme) if sep else "a value without a scheme"
+        section.fail(
+            "store",
+            f"must be memory or a redis:// or rediss:// URL (redis://host:6379/0), got {shown}",
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        section.fail("store", "has a bad port; write redis://host:6379/0")
+    if not parts.hostname:
+        section.fail("store", "names no host; write redis://host:6379/0")
+    if port == 0:
+        section.fail("store", "has port 0; Redis listens on 6379 by default")
+    db = parts.path.lstrip("/")
+    if db and not (db.isdigit() and db.isascii()):
+        section.fail("store", "has a database that is not a number; write redis://host:6379/0")
+    if parts.query or parts.fragment:
+        section.fail("store", "cannot carry ?options or a #fragment; write redis://host:6379/0")
+    return value
+
+
+def _store_timeout(section: Section) -> float:
+    """Milliseconds, a number: 50 by default."""
+    text = section.text("store_timeout")
+    if text is None:
+        return _DEFAULT_SETTINGS.store_timeout
+    try:
+        value = float(text.removesuffix("ms").strip())
+    except ValueError:
+        value = float("nan")
+    if not _MIN_STORE_TIMEOUT_MS <= value <= _MAX_STORE_TIMEOUT_MS:  # also false for nan
+        section.fail(
+            "store_timeout",
+            f"must be milliseconds between {_MIN_STORE_TIMEOUT_MS:g} and "
+            f"{_MAX_STORE_TIMEOUT_MS:g}, got {show(text)}",
+        )
+    return value
+
+
+def _store_prefix(section: Section) -> str:
+    prefix = section.string("store_prefix", _DEFAULT_SETTINGS.store_prefix)
+    if not prefix or not all(33 <= ord(c) <= 126 for c in prefix):
+        section.fail(
+            "store_prefix",
+            "must be printable ASCII without spaces (trioproxy: by default); it starts every "
+            "key trioproxy writes in the store",
+        )
+    return prefix

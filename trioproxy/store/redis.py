@@ -1,0 +1,369 @@
+"""Per-key limits shared by every instance, in Redis (or Valkey), through coredis.
+
+Stage: the IO edge, behind `Limiter` (store/limiter.py). Imported only when `[proxy] store` is a
+redis:// or rediss:// URL; coredis (the `redis` extra) runs on anyio, which runs under trio.
+
+What lives in Redis, per client key NAME (under `store_prefix`, default "trioproxy:"):
+- `{prefix}{NAME}:r`, a hash {tokens, ts}: the request-rate token bucket (burst = rpm, refilled at
+  rpm per minute), the same bucket as trioproxy/limits.py. It expires once full again.
+- `{prefix}{NAME}:c`, a sorted set of leases: one member per request in flight, scored by its
+  expiry (ms). A slot is a lease of `LEASE_TTL` seconds; this instance renews the leases it holds
+  every `LEASE_TTL / 3`, and deletes each one when its request ends. An instance that dies stops
+  renewing, and its slots free themselves within `LEASE_TTL`.
+The braces make both keys of a client key hash to one Redis Cluster slot, so one script may touch
+both (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
+
+One request costs one round trip: `_ADMIT` checks and takes both limits atomically (a Lua script
+runs alone on the server: https://redis.io/docs/latest/develop/interact/programmability/eval-intro/),
+with the server's clock (`TIME`), so instances with skewed clocks agree. Releases and renewals are
+batched by one background task, off the request path.
+
+Failure: every request-path call is bounded by `store_timeout`; a timeout or an error marks the
+store degraded (logged once, counted in /metrics), the request falls back to local limits, and
+later requests skip the store until the background task's probe (`PING`, every
+`PROBE_INTERVAL`) succeeds. On recovery the task re-writes the leases it holds (Redis may have
+restarted empty) and flushes the releases it could not send.
+
+The background task is a trio system task started by the first request: the runtime that holds
+this store is built outside any nursery (server, embedder, ASGI app), so the store owns its
+connections' lifetime, and they end with the trio run (or `aclose()`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import coredis
+import trio
+from coredis.retry import NoRetryPolicy
+
+from trioproxy.limits import concurrency_limited, rate_limited
+from trioproxy.store.base import StoreUnavailable, store_location
+
+if TYPE_CHECKING:
+    from coredis.commands.script import Script
+
+    from trioproxy.config_types import ClientKey
+    from trioproxy.metrics import Metrics
+
+__all__ = ["LEASE_TTL", "PROBE_INTERVAL", "RedisStore"]
+
+logger = logging.getLogger("trioproxy.store")
+
+# Seconds a concurrency slot outlives its instance's last renewal: the longest a crashed instance's
+# requests keep counting against their key. Renewed every third of it, so two renewals can be lost
+# (a Redis failover, a stalled event loop) before a live request's slot lapses.
+LEASE_TTL = 30.0
+# Seconds between probes of a degraded store: recovery is noticed within this.
+PROBE_INTERVAL = 0.5
+# Seconds the background task gives one batch (releases, renewals, a probe). Not on any request's
+# path, so longer than store_timeout: a slow store still gets its releases.
+BACKGROUND_TIMEOUT = 2.0
+# Releases kept while the store is down (oldest dropped beyond it): each is one lease that would
+# otherwise count until it expires, LEASE_TTL later, so dropping some is safe.
+MAX_PENDING_RELEASES = 100_000
+
+# KEYS: rate bucket, lease set. ARGV: rpm (0: none), max_concurrent (-1: none), lease id, lease
+# TTL (ms). Returns {0} when admitted, {1} at max_concurrent, {2, ms until a token} when the
+# bucket is empty. Integers only: Redis truncates Lua numbers in replies.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[4])
+if cap >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= cap then
+    return {1}
+  end
+end
+if rpm > 0 then
+  local per_ms = rpm / 60000
+  local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or rpm
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(rpm, tokens + math.max(0, now - ts) * per_ms)
+  if tokens < 1 then
+    return {2, math.ceil((1 - tokens) / per_ms)}
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', now)
+  redis.call('PEXPIRE', KEYS[1], 60000)
+end
+if cap >= 0 then
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {0}
+"""
+
+# KEYS: lease sets. ARGV: lease TTL (ms), then per key: how many leases, the lease ids. Plain
+# ZADD, not XX: a lease Redis lost (a restart) is written again.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local at = 2
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  for j = at + 1, at + n do
+    redis.call('ZADD', KEYS[i], now + ttl, ARGV[j])
+  end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  at = at + n + 1
+end
+return #KEYS
+"""
+
+# KEYS and ARGV pair up: remove lease ARGV[i] from the set KEYS[i].
+_RELEASE = """
+for i = 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[i])
+end
+return #KEYS
+"""
+
+
+class RedisStore:
+    """Per-key rate limits and concurrency leases in Redis, for every instance at once.
+
+    Args:
+        url: redis:// or rediss:// URL (with its password, if any).
+        prefix: starts every key written.
+        timeout: seconds a request waits for an answer before falling back.
+        metrics: where failures are counted and the degraded state is shown.
+        lease_ttl: seconds a concurrency slot outlives its instance (tests shorten it).
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        timeout: float,
+        metrics: Metrics,
+        lease_ttl: float = LEASE_TTL,
+        probe_interval: float = PROBE_INTERVAL,
+    ) -> None:
+        self.location = store_location(url)
+        self._url = url
+        self._prefix = prefix
+        self._timeout = timeout
+        self._metrics = metrics
+        self._lease_ttl_ms = max(1, round(lease_ttl * 1000))
+        self._renew_every = lease_ttl / 3
+        self._probe_interval = probe_interval
+        # Lease ids are unique across instances and restarts: a random instance id, a counter.
+        self._instance = secrets.token_hex(6)
+        self._serial = itertools.count()
+        self._held: dict[str, set[str]] = {}  # lease-set key -> this instance's leases in it
+        self._pending: list[tuple[str, str]] = []  # (lease-set key, lease) to delete
+        self._degraded = False
+        self._degraded_reason = ""
+        self._client: _Client | None = None
+        self._token: trio.lowlevel.TrioToken | None = None  # the trio run the task lives in
+        self._opened = trio.Event()
+        self._stopped = trio.Event()
+        self._wake = trio.Event()
+        self._closed = trio.Event()
+        metrics.set_store_degraded(False)
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    @property
+    def degraded_reason(self) -> str:
+        return self._degraded_reason
+
+    def leases_held(self) -> int:
+        """Concurrency slots this instance holds in the store (requests it is running)."""
+        return sum(len(leases) for leases in self._held.values())
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def admit(self, key: ClientKey) -> str:
+        self._ensure_running()
+        lease = f"{self._instance}:{next(self._serial)}" if key.max_concurrent is not None else ""
+        keys = [self._key(key, "r"), self._key(key, "c")]
+        args = [
+            key.rpm if key.rpm is not None else 0,
+            key.max_concurrent if key.max_concurrent is not None else -1,
+            lease,
+            self._lease_ttl_ms,
+        ]
+        verdict = (-1, 0)
+        with trio.move_on_after(self._timeout) as scope:
+            try:
+                await self._opened.wait()
+                verdict = _verdict(await self._scripts().admit(keys, args))
+            # Any failure of the store, whatever coredis or anyio raise for it, must end here
+            # and in a local decision, never in a failed request (DESIGN.md: never a 500).
+            except Exception as exc:
+                self._fail("error", exc)
+                raise StoreUnavailable(str(exc)) from exc
+        if scope.cancelled_caught:
+            # The script may still run on the server: its lease then expires unrenewed (it
+            # was never recorded here), and a rate token is spent. Both are bounded.
+            self._fail("timeout", None)
+            raise StoreUnavailable(f"no answer within {self._timeout * 1000:g} ms")
+        if verdict[0] == 1:
+            raise concurrency_limited(key)
+        if verdict[0] == 2:
+            raise rate_limited(key, verdict[1] / 1000.0)
+        if lease:
+            self._held.setdefault(keys[1], set()).add(lease)
+        return lease
+
+    def release(self, key: ClientKey, lease: str) -> None:
+        set_key = self._key(key, "c")
+        held = self._held.get(set_key)
+        if held is not None:
+            held.discard(lease)
+            if not held:
+                del self._held[set_key]
+        self._pending.append((set_key, lease))
+        if len(self._pending) > MAX_PENDING_RELEASES:
+            del self._pending[: len(self._pending) - MAX_PENDING_RELEASES]
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Flush what can be flushed within BACKGROUND_TIMEOUT and close the connections."""
+        self._closed.set()
+        self._wake.set()
+        if self._token is not None:
+            with trio.move_on_after(BACKGROUND_TIMEOUT + 1):
+                await self._stopped.wait()
+
+    # -- the background task -----------------------------------------------------------------
+
+    def _key(self, key: ClientKey, kind: str) -> str:
+        return f"{self._prefix}{{{key.name}}}:{kind}"
+
+    def _ensure_running(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+        if self._token is token:
+            return
+        # First use, or a new trio run (a runtime reused across runs): start over in this one.
+        self._token = token
+        self._opened = trio.Event()
+        self._stopped = trio.Event()
+        self._wake = trio.Event()
+        self._closed = trio.Event()
+        redis: coredis.Redis[bytes] = coredis.Redis.from_url(
+            self._url,
+            retry_policy=NoRetryPolicy(),  # a retry would outlast store_timeout; we fall back
+            verify_version=False,  # saves a round trip; scripts need Redis >= 5 (docs)
+            connect_timeout=BACKGROUND_TIMEOUT,
+        )
+        client = _Client(redis)
+        self._client = client
+        trio.lowlevel.spawn_system_task(self._run, client, token, name="trioproxy store")
+
+    def _scripts(self) -> _Client:
+        assert self._client is not None  # set by _ensure_running
+        return self._client
+
+    async def _run(self, client: _Client, token: trio.lowlevel.TrioToken) -> None:
+        try:
+            async with client.redis:
+                self._opened.set()
+                await self._maintain()
+        # A system task's exception would crash the whole trio run: log it, go local.
+        except Exception as exc:
+            self._fail("error", exc)
+            logger.exception("shared store task stopped; limits stay local until restart")
+        finally:
+            self._stopped.set()
+            if self._token is token:
+                self._token = None
+
+    async def _maintain(self) -> None:
+        next_renew = trio.current_time() + self._renew_every
+        while not self._closed.is_set():
+            wake_at = next_renew
+            if self._degraded:
+                wake_at = min(wake_at, trio.current_time() + self._probe_interval)
+            if not self._pending or self._degraded:
+                with trio.move_on_at(wake_at):
+                    await self._wake.wait()
+            self._wake = trio.Event()
+            renew = trio.current_time() >= next_renew or self._degraded
+            if await self._background(renew=renew) and renew:
+                next_renew = trio.current_time() + self._renew_every
+        with trio.CancelScope(shield=True):
+            await self._background(renew=False)
+
+    async def _background(self, *, renew: bool) -> bool:
+        """One batch: probe if degraded, releases, renewals. True if the store answered."""
+        batch, self._pending = self._pending, []
+        try:
+            with trio.fail_after(BACKGROUND_TIMEOUT):
+                client = self._scripts()
+                if self._degraded:
+                    await client.redis.ping()
+                if batch:
+                    await client.release([k for k, _ in batch], [m for _, m in batch])
+                if renew and self._held:
+                    args: list[str | int] = [self._lease_ttl_ms]
+                    for leases in self._held.values():
+                        args += [len(leases), *leases]
+                    await client.renew(list(self._held), args)
+        except trio.TooSlowError as exc:
+            self._pending[:0] = batch
+            self._fail("timeout", exc)
+            return False
+        except Exception as exc:  # as in admit: any store failure means "unavailable"
+            self._pending[:0] = batch
+            self._fail("error", exc)
+            return False
+        if self._degraded:
+            self._recover()
+        return True
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _fail(self, reason: str, exc: BaseException | None) -> None:
+        self._metrics.store_failure(reason)
+        if self._degraded:
+            return
+        self._degraded = True
+        detail = "no answer in time" if reason == "timeout" else f"{type(exc).__name__}: {exc}"
+        self._degraded_reason = detail
+        self._metrics.set_store_degraded(True)
+        logger.warning(
+            "shared store %s unavailable (%s): each instance enforces its own limits until it "
+            "answers again",
+            self.location,
+            detail,
+        )
+        self._wake.set()  # start probing now
+
+    def _recover(self) -> None:
+        self._degraded = False
+        self._degraded_reason = ""
+        self._metrics.set_store_degraded(False)
+        logger.warning("shared store %s answers again: limits are shared again", self.location)
+
+
+class _Client:
+    """A coredis client and this store's scripts registered on it (EVALSHA, loaded on first
+    use: coredis retries a NOSCRIPT once with SCRIPT LOAD, so a restarted Redis is fine)."""
+
+    def __init__(self, redis: coredis.Redis[bytes]) -> None:
+        self.redis = redis
+        self.admit: Script[bytes] = redis.register_script(_ADMIT)
+        self.renew: Script[bytes] = redis.register_script(_RENEW)
+        self.release: Script[bytes] = redis.register_script(_RELEASE)
+
+
+def _verdict(reply: Any) -> tuple[int, int]:
+    """The admit script's reply as (code, ms to wait)."""
+    if isinstance(reply, list | tuple) and reply and all(isinstance(x, int) for x in reply):
+        return int(reply[0]), int(reply[1]) if len(reply) > 1 else 0
+    raise StoreUnavailable(f"unexpected reply from the admit script: {reply!r}")
