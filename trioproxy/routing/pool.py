@@ -148,7 +148,9 @@ class Lease:
 class NoKey:
     """No key of the upstream may be used now."""
 
-    retry_in: float | None  # seconds until the soonest cooling key is ready; None: all disabled
+    # Seconds until the soonest key is ready (0 for a ready key this request already tried, so
+    # that trying it again is a retry like any other); None: every key is disabled.
+    retry_in: float | None
     cooling: int  # keys cooling down
     disabled: int  # keys refused (401 / 403) until reload
 
