@@ -77,6 +77,10 @@ upstream_model = claude-sonnet-4-5-20250929
 [model:gpt-compat]
 upstream = compat
 
+[model:claude-or-compat]
+upstream = claude, compat
+upstream_model = claude-sonnet-4-5-20250929
+
 [model:demo]
 upstream = demo
 """
@@ -301,6 +305,109 @@ async def test_passthrough_non_streaming_answer_is_the_upstream_body(server_kind
         assert sent.headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
         assert sent.json()["tools"] == TOOLS
         assert sent.json()["model"] == "claude-sonnet-4-5-20250929"
+
+
+CLAUDE_CODE_BODY: dict[str, Any] = {
+    # The shape of a Claude Code turn: a cached system prompt in blocks, many tools (the last
+    # one cached), earlier thinking with its signature, tool_use / tool_result turns, metadata,
+    # context management (a beta field no translation knows), streaming.
+    "model": "claude",
+    "max_tokens": 32000,
+    "stream": True,
+    "system": [
+        {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+        {
+            "type": "text",
+            "text": "Use the tools to answer. " * 40,
+            "cache_control": {"type": "ephemeral"},
+        },
+    ],
+    "tools": [
+        {
+            "name": f"Tool{i}",
+            "description": f"Tool number {i}",
+            "input_schema": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+                "additionalProperties": False,
+                "$schema": "http://json-schema.org/draft-07/schema#",
+            },
+            **({"cache_control": {"type": "ephemeral"}} if i == 17 else {}),
+        }
+        for i in range(18)
+    ],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Read setup.py and tell me"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "I should read it.", "signature": "EqQBCkgI"},
+                {"type": "tool_use", "id": "toolu_01X", "name": "Tool3", "input": {"path": "a"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_01X",
+                    "content": [{"type": "text", "text": "from setuptools import setup"}],
+                    "cache_control": {"type": "ephemeral"},
+                }
+            ],
+        },
+    ],
+    "metadata": {"user_id": "user_abc_account_def_session_123"},
+    "thinking": {"type": "enabled", "budget_tokens": 31999},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "temperature": 1,
+}
+
+
+async def test_claude_code_turn_passes_through_unchanged(server_kind: str) -> None:
+    async with proxy(server_kind) as p:
+        beta = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27"
+        got = await exchange(
+            p.port,
+            raw_post(
+                "/v1/messages?beta=true",  # Claude Code's query string
+                json.dumps(CLAUDE_CODE_BODY).encode(),
+                f"authorization: Bearer {KEY}",
+                "anthropic-version: 2023-06-01",
+                f"anthropic-beta: {beta}",
+                "x-app: cli",
+                "user-agent: claude-cli/2.0.0 (external, cli)",
+            ),
+        )
+        [answer] = parse_responses(got.data, eof=got.closed)
+        assert answer.status == 200
+        assert answer.body == THINKING_SSE
+        sent = p.claude.seen[0]
+        assert sent.json() == {**CLAUDE_CODE_BODY, "model": "claude-sonnet-4-5-20250929"}
+        assert sent.headers["anthropic-beta"] == beta
+        assert sent.headers["anthropic-version"] == "2023-06-01"
+        assert "x-app" not in sent.headers  # only version and beta headers are carried up
+        assert KEY not in json.dumps(sent.headers)
+
+
+async def test_failover_from_anthropic_to_a_translated_upstream(server_kind: str) -> None:
+    over = json.loads((PROTOCOL / "anthropic" / "errors" / "529.json").read_text())
+    async with proxy(
+        server_kind, claude=json_reply(529, over["body"]), chat=sse_reply(CHAT_TEXT_SSE)
+    ) as p:
+
+        def run(client: anthropic.Anthropic) -> Any:
+            with client.messages.stream(
+                model="claude-or-compat", max_tokens=64, messages=ASK
+            ) as stream:
+                return stream.get_final_message()
+
+        final = await p.sdk(run)
+        assert final.content[0].text.startswith("At high altitude")
+        assert final.usage.output_tokens == 33
+        assert len(p.claude.seen) == 1
+        assert p.chat.seen[0].json()["model"] == "claude-sonnet-4-5-20250929"
 
 
 # --- translation to an OpenAI-compatible chat upstream ----------------------------------------
