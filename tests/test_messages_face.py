@@ -789,3 +789,21 @@ async def test_count_tokens_rejects_unknown_or_missing_model(model: str) -> None
         [answer] = parse_responses(got.data, eof=got.closed)
         assert answer.status == (404 if model else 400)
         assert json.loads(answer.body)["type"] == "error"
+
+
+async def test_relay_only_request_still_keeps_the_proxys_size_limits(server_kind: str) -> None:
+    async with proxy(server_kind) as p:
+        many = [{"role": "user", "content": "hi"}] * 2049  # max_messages defaults to 2048
+        body = json.dumps({"model": "claude", "max_tokens": 5, "messages": many}).encode()
+        got = await exchange(p.port, raw_post("/v1/messages", body, f"x-api-key: {KEY}"))
+        [answer] = parse_responses(got.data, eof=got.closed)
+        assert answer.status == 400
+        error = json.loads(answer.body)["error"]
+        assert error["type"] == "invalid_request_error"
+        assert "max_messages" in error["message"]
+        body = json.dumps({"model": "claude", "max_tokens": 5, "messages": "hi"}).encode()
+        got = await exchange(p.port, raw_post("/v1/messages", body, f"x-api-key: {KEY}"))
+        [answer] = parse_responses(got.data, eof=got.closed)
+        assert answer.status == 400
+        assert "messages" in json.loads(answer.body)["error"]["message"]
+        assert not p.claude.seen

@@ -165,7 +165,7 @@ def _check_relay_only(body: dict[str, Any], service: Service) -> None:
             f"messages has {len(messages)} entries; this proxy accepts at most "
             f"{limits.max_messages} (max_messages)",
             param="messages",
-            code="too_many_messages",
+            code="array_above_max_length",
         )
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > limits.max_tools:
@@ -173,7 +173,7 @@ def _check_relay_only(body: dict[str, Any], service: Service) -> None:
             f"tools has {len(tools)} entries; this proxy accepts at most {limits.max_tools} "
             "(max_tools)",
             param="tools",
-            code="too_many_tools",
+            code="array_above_max_length",
         )
 
 
