@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,6 +31,9 @@ from trioproxy.routing.health import (
     classify,
 )
 from trioproxy.routing.pool import KeyPools, Lease, NoKey, pick
+
+if TYPE_CHECKING:
+    import pathlib
 
 POLICY = HealthPolicy(
     key_cooldown=1.0, key_cooldown_max=8.0, quota_cooldown=600.0, breaker_failures=3,
@@ -388,3 +392,35 @@ def test_health_settings_and_weighted_models_are_read() -> None:
         parse_config(ini.replace("weights = 3, 1", "weights = 3"), {})
     with pytest.raises(ConfigError, match="weights applies only to strategy = weighted"):
         parse_config(ini.replace("strategy = weighted\n", ""), {})
+
+
+def test_check_lists_each_pool_by_label_and_weight_never_the_key() -> None:
+    from trioproxy.config import describe
+
+    ini = (
+        "[upstream:u]\ntype = anthropic\napi_key = ${KEY_A}, sk-literal-key-9\n"
+        "api_keys_file = keys.txt\n[upstream:d]\ntype = demo\n"
+        "[model:m]\nupstream = u, d\nstrategy = weighted\nweights = 3, 1\n"
+    )
+    config = parse_config(ini, ENV, files={"keys.txt": "heavy sk-heavy-key-1 weight=2\n"})
+    text = describe(config)
+    assert "sk-" not in text
+    assert "  u  3 keys from keys.txt: KEY_A, fp-" in text
+    assert ", heavy (weight 2)" in text
+    assert "m  -> u, d [weighted 3:1]" in text
+
+
+def test_the_key_file_is_read_again_by_every_load(tmp_path: pathlib.Path) -> None:
+    # A SIGHUP reload calls load_config, which reads the file again: keys added or removed
+    # there take effect without a restart.
+    from trioproxy.config import load_config
+
+    (tmp_path / "keys.txt").write_text("one sk-one-0001\n")
+    (tmp_path / "proxy.ini").write_text(
+        "[upstream:u]\ntype = anthropic\napi_keys_file = keys.txt\n[model:m]\nupstream = u\n"
+    )
+    first = load_config(tmp_path / "proxy.ini", environ={})
+    (tmp_path / "keys.txt").write_text("one sk-one-0001\ntwo sk-two-0002\n")
+    second = load_config(tmp_path / "proxy.ini", environ={})
+    assert [k.label for k in first.upstreams["u"].keys] == ["one"]
+    assert [k.label for k in second.upstreams["u"].keys] == ["one", "two"]

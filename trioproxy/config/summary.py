@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trioproxy.config_types import ProxyConfig
+    from trioproxy.config_types import ProxyConfig, UpstreamConfig
 
 __all__ = ["describe"]
 
@@ -30,7 +30,10 @@ def describe(config: ProxyConfig) -> str:
         server: native; timeouts head 10 s, body 30 s, keep-alive 75 s; max_header_bytes 32768
         upstreams:
           anthropic  anthropic  https://api.anthropic.com  disabled: ANTHROPIC_API_KEY is not set
+          openai     openai-responses  https://api.openai.com/v1  enabled
           demo       demo       (built in)                 enabled
+        upstream keys (labels, never the keys):
+          openai  2 keys: OPENAI_KEY_A, team-b (weight 2)
         models:
           claude-*  -> anthropic (disabled)
           demo      -> demo
@@ -80,6 +83,14 @@ def describe(config: ProxyConfig) -> str:
             [name, upstream.type, where, state + (f" ({'; '.join(extra)})" if extra else "")]
         )
     lines += _table(rows)
+    pools = [
+        [name, _keys(upstream)]
+        for name, upstream in config.upstreams.items()
+        if upstream.enabled and upstream.type != "demo"
+    ]
+    if pools:
+        lines.append("upstream keys (labels, never the keys):")
+        lines += _table(pools)
     lines.append("models:" if config.models else "models: none")
     rows = []
     for model in config.models:
@@ -93,6 +104,9 @@ def describe(config: ProxyConfig) -> str:
             for u in model.upstreams
         )
         notes = []
+        if model.strategy == "weighted":
+            weights = model.weights or (1.0,) * len(model.upstreams)
+            notes.append("weighted " + ":".join(f"{w:g}" for w in weights))
         if model.upstream_model:
             notes.append(f"as {model.upstream_model}")
         if model.defaults.max_tokens is not None:
@@ -104,6 +118,16 @@ def describe(config: ProxyConfig) -> str:
         rows.append([model.name, "-> " + targets + (f" [{'; '.join(notes)}]" if notes else "")])
     lines += _table(rows)
     return "\n".join(lines)
+
+
+def _keys(upstream: UpstreamConfig) -> str:
+    """The key pool by label (a fingerprint `fp-...` when none was given) and weight."""
+    pool = upstream.pool
+    labels = ", ".join(
+        key.label + (f" (weight {key.weight:g})" if key.weight != 1 else "") for key in pool
+    )
+    source = f" from {upstream.api_keys_file}" if upstream.api_keys_file else ""
+    return f"{len(pool)} key{'s' if len(pool) != 1 else ''}{source}: {labels}"
 
 
 def _server_line(config: ProxyConfig) -> str:
