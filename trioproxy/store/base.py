@@ -34,6 +34,9 @@ class SharedLimits(Protocol):
     def release(self, key: ClientKey, lease: str) -> None:
         """Give the slot `lease` back. Never blocks; the store catches up in the background."""
 
+    async def open(self) -> bool:
+        """Connect now rather than at the first request; True if the store answers."""
+
     async def aclose(self) -> None:
         """Stop the background work and close the connections."""
 

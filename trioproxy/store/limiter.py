@@ -94,6 +94,11 @@ class Limiter:
         self.local.acquire(key, now)
         return Lease(self, key, None)
 
+    async def open(self) -> bool:
+        """Connect to the shared store now, so the first requests need not fall back while it
+        connects (bounded: a store that is down is reported degraded). True without a store."""
+        return True if self.shared is None else await self.shared.open()
+
     async def aclose(self) -> None:
         if self.shared is not None:
             await self.shared.aclose()

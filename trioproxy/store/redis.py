@@ -167,7 +167,7 @@ class RedisStore:
         self._degraded_reason = ""
         self._client: _Client | None = None
         self._token: trio.lowlevel.TrioToken | None = None  # the trio run the task lives in
-        self._opened = trio.Event()
+        self._ready = trio.Event()  # connected and scripts loaded
         self._stopped = trio.Event()
         self._wake = trio.Event()
         self._closed = trio.Event()
@@ -200,13 +200,17 @@ class RedisStore:
         verdict = (-1, 0)
         with trio.move_on_after(self._timeout) as scope:
             try:
-                await self._opened.wait()
+                await self._ready.wait()
                 verdict = _verdict(await self._scripts().admit(keys, args))
             # Any failure of the store, whatever coredis or anyio raise for it, must end here
             # and in a local decision, never in a failed request (DESIGN.md: never a 500).
             except Exception as exc:
                 self._fail("error", exc)
                 raise StoreUnavailable(str(exc)) from exc
+        if scope.cancelled_caught and not self._ready.is_set():
+            # Still connecting (the first requests after start-up, unless `open()` was awaited):
+            # local limits for this one; the start-up task reports a store that is really down.
+            raise StoreUnavailable("the store is still connecting")
         if scope.cancelled_caught:
             # The script may still run on the server: its lease then expires unrenewed (it
             # was never recorded here), and a rate token is spent. Both are bounded.
@@ -251,7 +255,7 @@ class RedisStore:
             return
         # First use, or a new trio run (a runtime reused across runs): start over in this one.
         self._token = token
-        self._opened = trio.Event()
+        self._ready = trio.Event()  # connected and scripts loaded
         self._stopped = trio.Event()
         self._wake = trio.Event()
         self._closed = trio.Event()
@@ -272,7 +276,7 @@ class RedisStore:
     async def _run(self, client: _Client, token: trio.lowlevel.TrioToken) -> None:
         try:
             async with client.redis:
-                self._opened.set()
+                await self._warm_up(client)
                 await self._maintain()
         # A system task's exception would crash the whole trio run: log it, go local.
         except Exception as exc:
@@ -282,6 +286,28 @@ class RedisStore:
             self._stopped.set()
             if self._token is token:
                 self._token = None
+
+    async def _warm_up(self, client: _Client) -> None:
+        """Connect and load the scripts, so the first request costs one round trip. A store
+        that is down now is degraded now; the probe brings it back."""
+        try:
+            with trio.fail_after(BACKGROUND_TIMEOUT):
+                await client.redis.ping()
+                for script in (client.admit, client.renew, client.release):
+                    await client.redis.script_load(script.script)
+        except trio.TooSlowError as exc:
+            self._fail("timeout", exc)
+        except Exception as exc:  # as in admit: any store failure means "unavailable"
+            self._fail("error", exc)
+        self._ready.set()
+
+    async def open(self) -> bool:
+        """Start the background task and wait (up to BACKGROUND_TIMEOUT) until the store is
+        connected; True if it answers. Optional: the first request starts it otherwise."""
+        self._ensure_running()
+        with trio.move_on_after(BACKGROUND_TIMEOUT + 1):
+            await self._ready.wait()
+        return self._ready.is_set() and not self._degraded
 
     async def _maintain(self) -> None:
         next_renew = trio.current_time() + self._renew_every
@@ -307,6 +333,8 @@ class RedisStore:
                 client = self._scripts()
                 if self._degraded:
                     await client.redis.ping()
+                    for script in (client.admit, client.renew, client.release):
+                        await client.redis.script_load(script.script)  # Redis may be new
                 if batch:
                     await client.release([k for k, _ in batch], [m for _, m in batch])
                 if renew and self._held:
