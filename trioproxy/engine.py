@@ -977,7 +977,7 @@ def _for_client(exc: ProxyError, soonest: float) -> ProxyError:
             else (name, header)
             for name, header in exc.headers
         ]
-        if not names & {"retry-after", "retry-after-ms"}:
+        if "retry-after" not in names:  # the header every client knows (RFC 9110 §10.2.3)
             headers.append(("retry-after", value))
         exc.headers = tuple(headers)
     return exc
