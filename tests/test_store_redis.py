@@ -397,3 +397,16 @@ async def test_the_store_returns_the_local_limiters_429(redis_server: RedisServe
 
 if TYPE_CHECKING:
     from trioproxy.store.redis import RedisStore
+
+
+async def test_the_next_admission_carries_the_last_release(redis_server: RedisServer) -> None:
+    # A release waits RELEASE_DELAY for the background task; the key's next request on this
+    # instance deletes it in its own round trip, so back-to-back requests at max_concurrent = 1
+    # are never refused by their own finished predecessor.
+    store = _store(redis_server)
+    key = ClientKey("team", "sk", max_concurrent=1)
+    for _ in range(20):
+        lease = await store.admit(key)
+        store.release(key, lease)
+    assert await poll_until(lambda: not redis_server.integer("EXISTS", "t22:{team}:c"), 5)
+    await store.aclose()

@@ -65,16 +65,24 @@ BACKGROUND_TIMEOUT = 2.0
 # Releases kept while the store is down (oldest dropped beyond it): each is one lease that would
 # otherwise count until it expires, LEASE_TTL later, so dropping some is safe.
 MAX_PENDING_RELEASES = 100_000
+# Seconds a release waits before the background task sends it: the key's next admission on this
+# instance carries it in its own round trip (a client's next request usually follows at once),
+# so a request costs one round trip, not two. Other instances see the slot busy this much longer.
+RELEASE_DELAY = 0.02
 
 # KEYS: rate bucket, lease set. ARGV: rpm (0: none), max_concurrent (-1: none), lease id, lease
-# TTL (ms). Returns {0} when admitted, {1} at max_concurrent, {2, ms until a token} when the
-# bucket is empty. Integers only: Redis truncates Lua numbers in replies.
+# TTL (ms), then leases of this key to release first (carried from ended requests). Returns {0}
+# when admitted, {1} at max_concurrent, {2, ms until a token} when the bucket is empty. Integers
+# only: Redis truncates Lua numbers in replies.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[4])
+for i = 5, #ARGV do
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
 if cap >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= cap then
@@ -162,7 +170,8 @@ class RedisStore:
         self._instance = secrets.token_hex(6)
         self._serial = itertools.count()
         self._held: dict[str, set[str]] = {}  # lease-set key -> this instance's leases in it
-        self._pending: list[tuple[str, str]] = []  # (lease-set key, lease) to delete
+        self._pending: dict[str, list[str]] = {}  # lease-set key -> leases to delete
+        self._pending_count = 0
         self._degraded = False
         self._degraded_reason = ""
         self._client: _Client | None = None
@@ -191,11 +200,13 @@ class RedisStore:
         self._ensure_running()
         lease = f"{self._instance}:{next(self._serial)}" if key.max_concurrent is not None else ""
         keys = [self._key(key, "r"), self._key(key, "c")]
+        carried = self._take_pending(keys[1])
         args = [
             key.rpm if key.rpm is not None else 0,
             key.max_concurrent if key.max_concurrent is not None else -1,
             lease,
             self._lease_ttl_ms,
+            *carried,
         ]
         verdict = (-1, 0)
         with trio.move_on_after(self._timeout) as scope:
@@ -205,8 +216,11 @@ class RedisStore:
             # Any failure of the store, whatever coredis or anyio raise for it, must end here
             # and in a local decision, never in a failed request (DESIGN.md: never a 500).
             except Exception as exc:
+                self._put_back(keys[1], carried)
                 self._fail("error", exc)
                 raise StoreUnavailable(str(exc)) from exc
+        if scope.cancelled_caught:
+            self._put_back(keys[1], carried)  # deleting twice is harmless
         if scope.cancelled_caught and not self._ready.is_set():
             # Still connecting (the first requests after start-up, unless `open()` was awaited):
             # local limits for this one; the start-up task reports a store that is really down.
@@ -231,9 +245,9 @@ class RedisStore:
             held.discard(lease)
             if not held:
                 del self._held[set_key]
-        self._pending.append((set_key, lease))
-        if len(self._pending) > MAX_PENDING_RELEASES:
-            del self._pending[: len(self._pending) - MAX_PENDING_RELEASES]
+        if self._pending_count < MAX_PENDING_RELEASES:
+            self._pending.setdefault(set_key, []).append(lease)
+            self._pending_count += 1
         self._wake.set()
 
     async def aclose(self) -> None:
@@ -245,6 +259,16 @@ class RedisStore:
                 await self._stopped.wait()
 
     # -- the background task -----------------------------------------------------------------
+
+    def _take_pending(self, set_key: str) -> list[str]:
+        leases = self._pending.pop(set_key, [])
+        self._pending_count -= len(leases)
+        return leases
+
+    def _put_back(self, set_key: str, leases: list[str]) -> None:
+        if leases:
+            self._pending.setdefault(set_key, [])[:0] = leases
+            self._pending_count += len(leases)
 
     def _key(self, key: ClientKey, kind: str) -> str:
         return f"{self._prefix}{{{key.name}}}:{kind}"
@@ -319,6 +343,8 @@ class RedisStore:
                 with trio.move_on_at(wake_at):
                     await self._wake.wait()
             self._wake = trio.Event()
+            if self._pending and not self._degraded and not self._closed.is_set():
+                await trio.sleep(RELEASE_DELAY)  # a next admission may carry them
             renew = trio.current_time() >= next_renew or self._degraded
             if await self._background(renew=renew) and renew:
                 next_renew = trio.current_time() + self._renew_every
@@ -327,7 +353,7 @@ class RedisStore:
 
     async def _background(self, *, renew: bool) -> bool:
         """One batch: probe if degraded, releases, renewals. True if the store answered."""
-        batch, self._pending = self._pending, []
+        batch = [(k, m) for k in list(self._pending) for m in self._take_pending(k)]
         try:
             with trio.fail_after(BACKGROUND_TIMEOUT):
                 client = self._scripts()
@@ -343,16 +369,20 @@ class RedisStore:
                         args += [len(leases), *leases]
                     await client.renew(list(self._held), args)
         except trio.TooSlowError as exc:
-            self._pending[:0] = batch
+            self._requeue(batch)
             self._fail("timeout", exc)
             return False
         except Exception as exc:  # as in admit: any store failure means "unavailable"
-            self._pending[:0] = batch
+            self._requeue(batch)
             self._fail("error", exc)
             return False
         if self._degraded:
             self._recover()
         return True
+
+    def _requeue(self, batch: list[tuple[str, str]]) -> None:
+        for set_key, lease in batch:
+            self._put_back(set_key, [lease])
 
     # -- state -----------------------------------------------------------------------------
 
