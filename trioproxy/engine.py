@@ -258,6 +258,7 @@ class Engine:
                     candidate, key, passthrough, record, events_once_started, accept
                 )
             else:
+                record.relayed = False  # a failover from a relaying candidate
                 await self._stream_from(
                     candidate, key, body, meta, record, emit_once_started, accept
                 )
