@@ -6,7 +6,9 @@ answers CORS preflights for allowed origins, and dispatches by path. Every reque
 (logged, counted) exactly once: by the pump when it ran, here otherwise.
 
 Routes: GET /health, GET /metrics, GET /v1/models (OpenAI's list, or Anthropic's when the request
-carries `anthropic-version`), GET /v1/models/{id}, POST /v1/chat/completions (chat.py).
+carries `anthropic-version`), GET /v1/models/{id}, and the dialects of `POST_ROUTES`: POST
+/v1/chat/completions (chat.py), /v1/messages and /v1/messages/count_tokens (messages.py),
+/v1/responses (responses.py; `/v1/responses/{id}` explains that no response is stored).
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ if TYPE_CHECKING:
 __all__ = ["POST_ROUTES", "serve_request"]
 
 # Requests whose route reads a body and runs the pump; each finishes its own record.
-POST_ROUTES: dict[str, Route] = {"/v1/chat/completions": serve_chat}
-POST_ROUTES["/v1/responses"] = serve_responses
-POST_ROUTES["/v1/messages"] = serve_messages
-POST_ROUTES["/v1/messages/count_tokens"] = serve_count_tokens
+POST_ROUTES: dict[str, Route] = {
+    "/v1/chat/completions": serve_chat,  # OpenAI Chat Completions (chat.py)
+    "/v1/messages": serve_messages,  # Anthropic Messages (messages.py)
+    "/v1/messages/count_tokens": serve_count_tokens,
+    "/v1/responses": serve_responses,  # OpenAI Responses (responses.py)
+}
 
 # Request headers a browser may ask to send (Access-Control-Request-Headers) are echoed back for
 # an allowed origin, if each is a plain token (RFC 9110 §5.6.2) and there are not too many.
