@@ -27,8 +27,8 @@ from trioproxy.errors import AuthError
 from trioproxy.logs import log_access
 from trioproxy.metrics import Metrics
 from trioproxy.record import Outcome, request_sample
-from trioproxy.store import Limiter, open_limiter
 from trioproxy.routing.pool import KeyPools
+from trioproxy.store import Limiter, open_limiter
 from trioproxy.validate import RequestLimits
 
 if TYPE_CHECKING:
