@@ -569,11 +569,6 @@ async def test_sdk_instruction_mode_sends_the_instruction(fake: tuple[str, FakeU
     assert "tools" not in sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the engine to set StreamMeta.json_object from the request's response_format "
-    "(Engine.meta); remove this mark once it does",
-)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_sdk_prose_answer_in_instruction_mode_is_an_error(
     fake: tuple[str, FakeUpstream], stream: bool

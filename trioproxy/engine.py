@@ -194,6 +194,9 @@ class Engine:
             created=int(time.time()),
             model=body["model"],
             include_usage=bool(options.get("include_usage")),
+            # The answer side checks that a json_object request got a JSON object back.
+            json_object=isinstance(response_format := body.get("response_format"), dict)
+            and response_format.get("type") == "json_object",
         )
 
     # -- streaming -----------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def access_fields(record: RequestRecord) -> dict[str, Any]:
         "key": record.key_name,
         "model": record.model,
         "upstream": record.upstream,
+        "upstream_key": record.upstream_key,
         "relayed": record.relayed,
         "stream": record.stream,
         "status": record.status,
