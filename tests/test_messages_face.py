@@ -682,7 +682,7 @@ async def test_client_disconnect_mid_stream_closes_the_upstream(server_kind: str
 async def test_upstream_silence_gets_anthropic_ping_events(server_kind: str) -> None:
     first = CHAT_TEXT_SSE[: CHAT_TEXT_SSE.index(b"\n\n") + 2]
     rest = CHAT_TEXT_SSE[len(first) :]
-    slow = Reply(body=[first, 0.6, rest])
+    slow = Reply(body=[first, 1.0, rest])  # five keep-alive intervals: room on a busy machine
     async with proxy(server_kind, chat=slow, keepalive=0.2) as p:
         got = await exchange(
             p.port,
