@@ -118,7 +118,9 @@ def cors_headers(service: Service, headers: Headers) -> Headers:
         return []
     origin = header(headers, b"origin")
     if origin is None or ("*" not in allowed and origin.decode("latin-1") not in allowed):
-        return []
+        # The answer depends on the Origin, so caches must key on it (Fetch standard, "CORS
+        # protocol and HTTP caches").
+        return [(b"vary", b"origin")]
     return [
         (b"access-control-allow-origin", origin),
         (b"vary", b"origin"),
@@ -133,6 +135,11 @@ class Reply:
         self.exchange = exchange
         self.record = record
         self.cors = cors
+
+    @property
+    def allows_origin(self) -> bool:
+        """The request came from an allowed browser origin (`cors_origins`)."""
+        return any(name == b"access-control-allow-origin" for name, _ in self.cors)
 
     def headers(self, *extra: tuple[bytes, bytes]) -> Headers:
         out = [(b"x-request-id", self.record.request_id.encode("latin-1"))]

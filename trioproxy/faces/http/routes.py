@@ -81,7 +81,7 @@ async def serve_request(runtime: Runtime, exchange: Exchange) -> None:
                 f"request headers are larger than {limit} bytes (max_header_bytes); send fewer "
                 "or shorter headers"
             )
-        if method == "OPTIONS" and reply.cors:
+        if method == "OPTIONS" and reply.allows_origin:
             await _preflight(reply, headers)  # CORS preflight (Fetch standard, "CORS protocol")
         elif (route := POST_ROUTES.get(path)) is not None:
             _require(method, "POST")
