@@ -222,3 +222,19 @@ async def test_a_request_arriving_after_expiry_is_ended_by_shutdown_at_once() ->
     assert scope.cancelled_caught
     assert record.outcome is Outcome.SHUTDOWN
     assert not shutdown._guarded, "the registry forgets a request once it is over"
+
+
+async def test_anthropic_clients_get_anthropic_errors_on_every_route(
+    demo_client: ASGIClient,
+) -> None:
+    wrong_method = await demo_client.request("GET", "/v1/messages")
+    assert wrong_method.status == 405
+    assert wrong_method.json()["type"] == "error"
+    assert wrong_method.headers["request-id"] == wrong_method.headers["x-request-id"]
+    unknown = await demo_client.request(
+        "GET", "/v1/messages/batches", headers=[("anthropic-version", "2023-06-01")]
+    )
+    assert unknown.status == 404
+    assert unknown.json()["error"]["type"] == "not_found_error"
+    openai_style = await demo_client.request("GET", "/v1/nothing")
+    assert set(openai_style.json()["error"]) == {"message", "type", "param", "code"}

@@ -52,10 +52,12 @@ class Sink(Protocol):
         """The upstream is silent; keep the client's connection warm (after `commit`)."""
 
     async def finish(self) -> None:
-        """The stream ended cleanly (after its last chunk)."""
+        """The stream ended cleanly (after its last chunk). May raise `ProxyError` when the
+        face finds the answer wanting; the pump then calls `fail` instead."""
 
     async def complete(self, completion: dict[str, Any]) -> None:
-        """The whole answer of a non-streaming request."""
+        """The whole answer of a non-streaming request. May raise `ProxyError` before writing
+        anything; the pump then calls `fail`."""
 
     async def fail(self, error: ProxyError, *, committed: bool) -> None:
         """The request failed: a status if not `committed`, else an error in the stream."""
@@ -140,17 +142,24 @@ async def _run(
         record.outcome = Outcome.SHUTDOWN
         failure = ServerShutdown("the server shut down before this answer was complete")
         record.error_code = failure.code
-    if writer is not None:
-        if failure is not None:
-            await writer.fail(failure)
+    if failure is None:
+        try:
+            # A sink may still find the answer wanting (a face translating it to its dialect:
+            # a stream cut short, prose where JSON was asked for): then it is a failure too.
+            if writer is not None:
+                await writer.finish()
+            else:
+                await sink.complete(completion)
+        except ProxyError as exc:
+            record.fail(exc)
+            failure = exc
         else:
-            await writer.finish()
             record.outcome = Outcome.COMPLETED
-    elif failure is not None:
-        await sink.fail(failure, committed=False)
+            return
+    if writer is not None:
+        await writer.fail(failure)
     else:
-        await sink.complete(completion)
-        record.outcome = Outcome.COMPLETED
+        await sink.fail(failure, committed=False)
 
 
 class _StreamWriter:

@@ -30,6 +30,7 @@ from trioproxy.faces.http.common import (
     header,
     request_id,
 )
+from trioproxy.faces.http.messages import send_error as send_anthropic_error
 from trioproxy.faces.http.messages import serve_count_tokens, serve_messages
 from trioproxy.faces.http.responses import serve_responses, stored_response
 from trioproxy.metrics import CONTENT_TYPE
@@ -57,7 +58,11 @@ POST_ROUTES: dict[str, Route] = {
 # an allowed origin, if each is a plain token (RFC 9110 §5.6.2) and there are not too many.
 _TOKEN_LIST = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 _MAX_PREFLIGHT_HEADERS = 4096  # bytes of Access-Control-Request-Headers we echo at most
-_DEFAULT_ALLOWED = b"authorization, content-type, x-api-key, x-request-id, anthropic-version"
+# Without Access-Control-Request-Headers: what the OpenAI and Anthropic browser SDKs send.
+_DEFAULT_ALLOWED = (
+    b"authorization, content-type, x-api-key, x-request-id, anthropic-version, anthropic-beta, "
+    b"anthropic-dangerous-direct-browser-access"
+)
 
 
 class _HeadersTooLarge(ClientError):
@@ -112,7 +117,10 @@ async def serve_request(runtime: Runtime, exchange: Exchange) -> None:
     except ProxyError as exc:
         record.outcome = record.outcome or Outcome.REJECTED
         record.error_code = exc.code
-        await reply.error(exc)
+        if path.startswith("/v1/messages") or _anthropic(headers):
+            await send_anthropic_error(reply, exc)  # an Anthropic client: its own envelope
+        else:
+            await reply.error(exc)
     except ClientGone:
         record.outcome = Outcome.CLIENT_CANCELLED
     service.finish(record)
