@@ -154,3 +154,23 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
+
+
+def test_a_redis_store_without_the_extra_exits_1_saying_what_to_install(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.ini"
+    config.write_text(
+        "[proxy]\nlisten = 127.0.0.1:0\nstore = redis://127.0.0.1:1/0\n"
+        "[upstream:demo]\ntype = demo\n[model:demo]\nupstream = demo\n"
+    )
+    # As if coredis were not installed: an import of it fails.
+    code = (
+        "import sys; sys.modules['coredis'] = None\n"
+        "from trioproxy.cli import main\n"
+        f"sys.exit(main(['--config', {str(config)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert "trioproxy[redis]" in result.stderr
+    assert "Traceback" not in result.stderr

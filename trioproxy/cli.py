@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # e.g. the port is taken
         logger.error("cannot serve: %s", exc)
         return 1
+    except ConfigError as exc:  # found only when serving starts (e.g. a missing optional extra)
+        print(f"trioproxy: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -148,6 +151,7 @@ async def _run(config: ProxyConfig, args: argparse.Namespace) -> None:
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await runtime.limiter.aclose()
             await http.aclose()
 
 

@@ -50,4 +50,5 @@ async def open_proxy(config: ProxyConfig, *, serve_http: bool = True) -> AsyncIt
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await runtime.limiter.aclose()
             await http.aclose()

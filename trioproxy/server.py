@@ -51,6 +51,9 @@ async def serve(
         owned_http = HTTPClient()
         runtime = Runtime(config, owned_http)
     try:
+        # A shared store (`store = redis://...`) connects before the first request, so that
+        # the first requests need not fall back to this instance's own limits.
+        await runtime.limiter.open()
         if config.proxy.server == "hypercorn":
             from trioproxy.servers.hypercorn_server import serve_hypercorn
 
@@ -66,4 +69,5 @@ async def serve(
     finally:
         if owned_http is not None:
             with trio.CancelScope(shield=True):
+                await runtime.limiter.aclose()
                 await owned_http.aclose()
