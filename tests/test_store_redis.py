@@ -125,6 +125,18 @@ class _Instance:
         return (await http_get(self.port, "/metrics")).body.decode()
 
 
+# Runtimes the tests made: their stores are closed when the test ends (a store left open keeps
+# its Redis connections, whose objects warn when collected, in whatever test runs then).
+_OPENED: list[Runtime] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_stores() -> AsyncIterator[None]:
+    yield
+    while _OPENED:
+        await _OPENED.pop().limiter.aclose()
+
+
 async def _instances(
     nursery: trio.Nursery, http: HTTPClient, ini: str, count: int
 ) -> list[_Instance]:
@@ -132,6 +144,7 @@ async def _instances(
     for _ in range(count):
         config = config_from(ini)
         runtime = Runtime(config, http)
+        _OPENED.append(runtime)
         urls = await nursery.start(partial(serve, config, runtime=runtime))
         assert await runtime.limiter.open()  # connected before the first request
         out.append(_Instance(runtime, urls[0]))
