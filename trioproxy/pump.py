@@ -168,6 +168,8 @@ class _StreamWriter:
     The engine (through `emit`) and the keep-alive ticker share the sink under one lock.
     """
 
+    __slots__ = ("_accepted", "_interval", "_last_write", "_lock", "_sink", "committed")
+
     def __init__(self, sink: Sink, interval: float) -> None:
         self._sink = sink
         self._interval = interval

@@ -89,6 +89,19 @@ class _Timeout(ClientError):
 class _Connection:
     """One client connection: the loop of request cycles described in the module docstring."""
 
+    __slots__ = (
+        "_slow_write",
+        "broken",
+        "client_closed",
+        "conn",
+        "raw",
+        "requests",
+        "server",
+        "settings",
+        "stream",
+        "watching",
+    )
+
     def __init__(
         self, server: _Server, stream: trio.SocketStream, raw: socket.socket | None
     ) -> None:
@@ -332,6 +345,8 @@ class _Connection:
 
 class _Exchange:
     """One request/response on a `_Connection`, as the HTTP face sees it."""
+
+    __slots__ = ("_conn", "_connection", "headers", "method", "path")
 
     def __init__(self, connection: _Connection, request: h11.Request) -> None:
         self._connection = connection

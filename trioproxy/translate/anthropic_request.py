@@ -402,7 +402,7 @@ def _response_format(response_format: Any) -> JSONObject | None:
 
 
 def _json_mode(body: JSONObject, target: Target) -> str | None:
-    """"tool" or "instruction" when the client asked for json_object, else None."""
+    """`tool` or `instruction` when the client asked for json_object, else None."""
     response_format = body.get("response_format")
     if not isinstance(response_format, dict) or response_format.get("type") != "json_object":
         return None

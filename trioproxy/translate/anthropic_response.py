@@ -123,8 +123,7 @@ def check_json_object(text: str, stop_reason: Any) -> None:
     else:
         why = f"its answer is a JSON {type(value).__name__}, not an object"
     raise UpstreamProtocolError(
-        'the model did not return a JSON object for response_format {"type": "json_object"}: '
-        + why
+        'the model did not return a JSON object for response_format {"type": "json_object"}: ' + why
     )
 
 

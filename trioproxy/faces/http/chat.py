@@ -53,6 +53,8 @@ async def serve_chat(
 class SSESink:
     """A chat stream as SSE."""
 
+    __slots__ = ("_exchange", "_reply")
+
     def __init__(self, reply: Reply) -> None:
         self._reply = reply
         self._exchange = reply.exchange
@@ -86,6 +88,8 @@ class SSESink:
 
 class JSONSink:
     """A non-streaming answer: one `chat.completion` body, or an error status."""
+
+    __slots__ = ("_reply",)
 
     def __init__(self, reply: Reply) -> None:
         self._reply = reply

@@ -131,6 +131,8 @@ def cors_headers(service: Service, headers: Headers) -> Headers:
 class Reply:
     """Whole responses, with the request ids and CORS headers on every one."""
 
+    __slots__ = ("cors", "exchange", "record")
+
     def __init__(self, exchange: Exchange, record: RequestRecord, cors: Headers) -> None:
         self.exchange = exchange
         self.record = record
