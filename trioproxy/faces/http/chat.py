@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from trioproxy import framing
 from trioproxy.errors import ProxyError
-from trioproxy.faces.http.common import ClientGone, Reply, authenticate, run_pump
+from trioproxy.faces.http.common import (
+    ClientGone,
+    OneAnswerSink,
+    Reply,
+    authenticate,
+    run_pump,
+)
 from trioproxy.record import Outcome
 from trioproxy.validate import parse_json_body, validate_chat_request
 
@@ -86,28 +92,5 @@ class SSESink:
         await self._exchange.end()
 
 
-class JSONSink:
+class JSONSink(OneAnswerSink):
     """A non-streaming answer: one `chat.completion` body, or an error status."""
-
-    __slots__ = ("_reply",)
-
-    def __init__(self, reply: Reply) -> None:
-        self._reply = reply
-
-    async def commit(self) -> None:  # pragma: no cover - the pump commits streams only
-        pass
-
-    async def send_chunks(self, chunks: list[Chunk]) -> None:  # pragma: no cover
-        raise AssertionError("a non-streaming request has no chunks")
-
-    async def keepalive(self) -> None:  # pragma: no cover
-        pass
-
-    async def finish(self) -> None:  # pragma: no cover
-        pass
-
-    async def complete(self, completion: dict[str, Any]) -> None:
-        await self._reply.json(200, completion)
-
-    async def fail(self, error: ProxyError, *, committed: bool) -> None:
-        await self._reply.error(error)

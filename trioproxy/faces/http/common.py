@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from trioproxy.errors import ProxyError
     from trioproxy.record import RequestRecord
     from trioproxy.service import Service
+    from trioproxy.sse import SSEEvent
+    from trioproxy.translate.base import Chunk
     from trioproxy.translate.relay import Passthrough
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Headers",
     "MethodNotAllowed",
     "NotFound",
+    "OneAnswerSink",
     "Reply",
     "authenticate",
     "header",
@@ -171,6 +174,36 @@ class Reply:
         """The 200 head of an event stream (DESIGN.md "The chat stream")."""
         self.record.status = 200
         await self.exchange.start(200, self.headers(*framing.SSE_HEADERS, *extra))
+
+
+class OneAnswerSink:
+    """The stream half of a non-streaming request's sink: never called by the pump (it streams
+    nothing for such a request). Subclasses write the one answer (`complete`) and the error
+    (`fail`, by default the OpenAI envelope)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    async def commit(self) -> None:  # pragma: no cover - the pump commits streams only
+        pass
+
+    async def send_chunks(self, chunks: list[Chunk]) -> None:  # pragma: no cover
+        raise AssertionError("a non-streaming request has no chunks")
+
+    async def send_events(self, events: list[SSEEvent]) -> None:  # pragma: no cover
+        raise AssertionError("a non-streaming request has no events")
+
+    async def keepalive(self) -> None:  # pragma: no cover
+        pass
+
+    async def finish(self) -> None:  # pragma: no cover
+        pass
+
+    async def complete(self, completion: dict[str, Any]) -> None:
+        await self._reply.json(200, completion)
+
+    async def fail(self, error: ProxyError, *, committed: bool) -> None:
+        await self._reply.error(error)
 
 
 def error_headers(exc: ProxyError) -> Headers:

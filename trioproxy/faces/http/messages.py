@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trioproxy.errors import ClientError, ProxyError
-from trioproxy.faces.http.common import ClientGone, authenticate, run_pump
+from trioproxy.faces.http.common import ClientGone, OneAnswerSink, authenticate, run_pump
 from trioproxy.record import Outcome
 from trioproxy.translate.from_anthropic_count import estimate_input_tokens
 from trioproxy.translate.from_anthropic_request import chat_request_from_anthropic
@@ -296,43 +296,23 @@ class MessagesSSESink:
         await self._exchange.end()
 
 
-class MessagesJSONSink:
+class MessagesJSONSink(OneAnswerSink):
     """A non-streaming answer: one Anthropic `message` (relayed or translated), or an error."""
 
     def __init__(self, reply: Reply, plan: Plan) -> None:
-        self._reply = reply
+        super().__init__(reply)
         self._plan = plan
 
-    async def commit(self) -> None:  # pragma: no cover - the pump commits streams only
-        pass
-
-    async def send_events(self, events: list[SSEEvent]) -> None:  # pragma: no cover
-        raise AssertionError("a non-streaming request has no events")
-
-    async def send_chunks(self, chunks: list[Chunk]) -> None:  # pragma: no cover
-        raise AssertionError("a non-streaming request has no chunks")
-
-    async def keepalive(self) -> None:  # pragma: no cover
-        pass
-
-    async def finish(self) -> None:  # pragma: no cover
-        pass
-
     async def complete(self, completion: dict[str, Any]) -> None:
-        record = self._reply.record
         answer = completion
-        if not record.relayed:  # a chat.completion from another upstream
-            try:
-                answer = message_from_chat_completion(
-                    completion,
-                    message_id=_message_id(),
-                    model=_model_of(completion, self._plan),
-                    stop_sequences=self._plan.stop_sequences,
-                )
-            except ProxyError as exc:
-                record.fail(exc)
-                await send_error(self._reply, exc)
-                return
+        if not self._reply.record.relayed:  # a chat.completion from another upstream
+            # Raises ProxyError for an answer it cannot render: the pump then calls `fail`.
+            answer = message_from_chat_completion(
+                completion,
+                message_id=_message_id(),
+                model=_model_of(completion, self._plan),
+                stop_sequences=self._plan.stop_sequences,
+            )
         await self._reply.json(200, answer, _request_id(self._reply))
 
     async def fail(self, error: ProxyError, *, committed: bool) -> None:

@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from trioproxy import framing
 from trioproxy.errors import ProxyError, UpstreamProtocolError
-from trioproxy.faces.http.common import ClientGone, NotFound, Reply, authenticate, run_pump
+from trioproxy.faces.http.common import (
+    ClientGone,
+    NotFound,
+    OneAnswerSink,
+    Reply,
+    authenticate,
+    run_pump,
+)
 from trioproxy.record import Outcome
 from trioproxy.translate.from_responses_request import responses_request_to_chat
 from trioproxy.translate.from_responses_stream import (
@@ -200,39 +207,16 @@ def _next_sequence_number(event: SSEEvent | None) -> int:
     return 0
 
 
-class ResponsesJSONSink:
+class ResponsesJSONSink(OneAnswerSink):
     """A non-streaming answer: one `response` object, or an error status."""
 
     def __init__(self, reply: Reply, meta: ResponseMeta) -> None:
-        self._reply = reply
+        super().__init__(reply)
         self._meta = meta
-
-    async def commit(self) -> None:  # pragma: no cover - the pump commits streams only
-        pass
-
-    async def send_events(self, events: list[SSEEvent]) -> None:  # pragma: no cover
-        raise AssertionError("a non-streaming request has no events")
-
-    async def send_chunks(self, chunks: list[Chunk]) -> None:  # pragma: no cover
-        raise AssertionError("a non-streaming request has no chunks")
-
-    async def keepalive(self) -> None:  # pragma: no cover
-        pass
-
-    async def finish(self) -> None:  # pragma: no cover
-        pass
 
     async def complete(self, completion: dict[str, Any]) -> None:
         if self._reply.record.relayed:  # the upstream's own `response` object, unchanged
             await self._reply.json(200, completion)
             return
-        try:
-            response = chat_completion_to_response(completion, self._meta)
-        except UpstreamProtocolError as exc:
-            self._reply.record.fail(exc)
-            await self._reply.error(exc)
-            return
-        await self._reply.json(200, response)
-
-    async def fail(self, error: ProxyError, *, committed: bool) -> None:
-        await self._reply.error(error)
+        # Raises UpstreamProtocolError for an answer it cannot render: the pump calls `fail`.
+        await self._reply.json(200, chat_completion_to_response(completion, self._meta))
