@@ -29,6 +29,8 @@ from trioproxy.config_types import ClientKey
 from trioproxy.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from trioproxy.config.section import Context, Section
 
 __all__ = ["KEY_KEYS", "client_keys"]
@@ -99,7 +101,9 @@ def _key_item(where: str, item: str) -> _KeyItem:
     return _KeyItem(name, secret, where)
 
 
-def _key_file(section: Section, path: str) -> list[_KeyItem]:
+def key_file_lines(section: Section, path: str) -> Iterator[tuple[str, list[str]]]:
+    """(where, fields) of each line of the key file `path` that is not blank or a comment
+    (`#` at the start, or after whitespace). Files are read by `load_config`, never here."""
     try:
         content = section.ctx.files[path]
     except KeyError as exc:
@@ -114,13 +118,15 @@ def _key_file(section: Section, path: str) -> list[_KeyItem]:
         section.fail("api_keys_file", f"cannot read {show(path)}: {reason}")
     if not isinstance(content, str):
         section.fail("api_keys_file", f"{show(path)}: its contents must be given as a str")
-    items = []
     for lineno, line in enumerate(content.splitlines(), start=1):
-        text = re.split(r"\s#", line, maxsplit=1)[0].strip()  # "# ..." after whitespace: a comment
-        if not text or text.startswith("#"):
-            continue
-        where = f"{path} line {lineno}"
-        fields = text.split()
+        text = re.split(r"\s#", line, maxsplit=1)[0].strip()
+        if text and not text.startswith("#"):
+            yield f"{path} line {lineno}", text.split()
+
+
+def _key_file(section: Section, path: str) -> list[_KeyItem]:
+    items = []
+    for where, fields in key_file_lines(section, path):
         if len(fields) > 2 or not all(33 <= ord(c) <= 126 for c in "".join(fields)):
             raise ConfigError(
                 f"{where}: expected 'KEY' or 'NAME KEY' (printable ASCII, no spaces in the key)"

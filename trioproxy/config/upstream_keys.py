@@ -23,6 +23,7 @@ import re
 from typing import TYPE_CHECKING
 
 from trioproxy.config.interpolation import InterpolationError, interpolate, why_empty
+from trioproxy.config.keys import key_file_lines
 from trioproxy.config.values import NAME, parse_decimal, show
 from trioproxy.config_types import UpstreamKey, key_fingerprint
 from trioproxy.errors import ConfigError
@@ -92,27 +93,8 @@ def _from_api_key(section: Section, empty: list[str]) -> list[tuple[UpstreamKey,
 
 
 def _from_file(section: Section, path: str) -> list[tuple[UpstreamKey, str]]:
-    try:
-        content = section.ctx.files[path]
-    except KeyError as exc:
-        reason = (
-            exc.args[1]
-            if len(exc.args) > 1 and isinstance(exc.args[1], str)
-            else (
-                "its contents were not provided (parse_config reads no files: pass files=, "
-                "or use load_config)"
-            )
-        )
-        section.fail("api_keys_file", f"cannot read {show(path)}: {reason}")
-    if not isinstance(content, str):
-        section.fail("api_keys_file", f"{show(path)}: its contents must be given as a str")
     found = []
-    for lineno, line in enumerate(content.splitlines(), start=1):
-        text = re.split(r"\s#", line, maxsplit=1)[0].strip()  # "# ..." after whitespace: a comment
-        if not text or text.startswith("#"):
-            continue
-        where = f"{path} line {lineno}"
-        fields = text.split()
+    for where, fields in key_file_lines(section, path):
         weight = 1.0
         if fields[-1].startswith("weight="):
             number = parse_decimal(fields.pop()[len("weight=") :])
