@@ -282,15 +282,7 @@ class Engine:
         request = self._relay_request(candidate, passthrough)
         record.relayed = True
         async with self._open(upstream, key, dialect, request, record) as resp:
-            await _check_status(resp, dialect, record)
-            kind = _content_type(resp.headers)
-            if "json" in kind:
-                raw = await resp.aread(MAX_ERROR_BODY)
-                raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
-            if kind and kind != "text/event-stream":
-                raise UpstreamProtocolError(
-                    f"upstream answered a streaming request with {kind}, not text/event-stream"
-                )
+            await _check_event_stream(resp, dialect, record)
             accept()
             decoder = SSEDecoder()
             watch = RelayWatch(passthrough.dialect)
@@ -354,17 +346,7 @@ class Engine:
         dialect = self._dialects[upstream.name]
         request = dialect.build_request(body, candidate.target)
         async with self._open(upstream, key, dialect, request, record) as resp:
-            await _check_status(resp, dialect, record)
-            kind = _content_type(resp.headers)
-            if "json" in kind:
-                # Some OpenAI-compatible servers answer a streaming request with a JSON error
-                # and status 200; never relay that as an empty success (MAPPING.md H.5).
-                raw = await resp.aread(MAX_ERROR_BODY)
-                raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
-            if kind and kind != "text/event-stream":
-                raise UpstreamProtocolError(
-                    f"upstream answered a streaming request with {kind}, not text/event-stream"
-                )
+            await _check_event_stream(resp, dialect, record)
             accept()
             decoder = SSEDecoder()
             translator = dialect.stream_translator(meta)
@@ -902,6 +884,21 @@ async def _check_status(resp: Response, dialect: Dialect, record: RequestRecord)
     if not 200 <= resp.status < 300:
         raw = await resp.aread(MAX_ERROR_BODY)
         raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
+
+
+async def _check_event_stream(resp: Response, dialect: Dialect, record: RequestRecord) -> None:
+    """A streaming request's answer must be a success status and an event stream."""
+    await _check_status(resp, dialect, record)
+    kind = _content_type(resp.headers)
+    if "json" in kind:
+        # Some OpenAI-compatible servers answer a streaming request with a JSON error and
+        # status 200; never relay that as an empty success (MAPPING.md H.5).
+        raw = await resp.aread(MAX_ERROR_BODY)
+        raise _without_request_id(dialect.translate_error(resp.status, resp.headers, raw))
+    if kind and kind != "text/event-stream":
+        raise UpstreamProtocolError(
+            f"upstream answered a streaming request with {kind}, not text/event-stream"
+        )
 
 
 def _without_request_id(exc: Exception) -> Exception:
