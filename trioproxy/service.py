@@ -28,7 +28,7 @@ from trioproxy.logs import log_access
 from trioproxy.metrics import Metrics
 from trioproxy.record import Outcome, request_sample
 from trioproxy.routing.pool import KeyPools
-from trioproxy.store import Limiter, open_limiter
+from trioproxy.store import Limiter, open_limiter, shared_health
 from trioproxy.validate import RequestLimits
 
 if TYPE_CHECKING:
@@ -227,7 +227,8 @@ class Runtime:
         self.limiter = open_limiter(config.proxy, self.metrics)
         # Upstream key pools and health (cool-downs, disabled keys, breakers): kept across
         # reloads, each reload tells it the new config (a key still listed keeps its cool-down).
-        self.keypools = KeyPools()
+        # With a shared store they are every instance's (store/health.py), else this process's.
+        self.keypools = KeyPools(shared_health(self.limiter))
         self.keypools.configure(config)
         self.metrics.add_collector(lambda: self.keypools.gauges(trio.current_time()))
         self.on_finish: list[Callable[[RequestRecord], None]] = []

@@ -4,6 +4,9 @@ Stage: the IO edge, held by the `Runtime` (it outlives reloads, as the limits mu
 the pump goes through `Limiter.admit`, which asks the shared store when there is one and this
 process's own `KeyLimiter` when there is none, or while the store is unavailable.
 
+With Redis, the upstream key pools' health (cool-downs, disabled keys, circuit breakers) is shared
+too: `shared_health` gives the `Runtime` the `HealthStore` for its `KeyPools` (store/health.py).
+
 The Redis client (coredis, the `redis` extra) is imported only when a Redis URL is configured
 (trioproxy/store/redis.py); `store = memory` needs nothing beyond the standard library.
 """
@@ -19,8 +22,17 @@ from trioproxy.store.limiter import Lease, Limiter
 if TYPE_CHECKING:
     from trioproxy.config_types import ProxySettings
     from trioproxy.metrics import Metrics
+    from trioproxy.routing.pool import HealthStore
 
-__all__ = ["Lease", "Limiter", "SharedLimits", "StoreUnavailable", "open_limiter", "store_location"]
+__all__ = [
+    "Lease",
+    "Limiter",
+    "SharedLimits",
+    "StoreUnavailable",
+    "open_limiter",
+    "shared_health",
+    "store_location",
+]
 
 
 def open_limiter(settings: ProxySettings, metrics: Metrics) -> Limiter:
@@ -45,3 +57,13 @@ def open_limiter(settings: ProxySettings, metrics: Metrics) -> Limiter:
         metrics=metrics,
     )
     return Limiter(store, metrics)
+
+
+def shared_health(limiter: Limiter) -> HealthStore | None:
+    """The key pools' `HealthStore` shared through `limiter`'s store, or None (`store = memory`:
+    `KeyPools` keeps its own `MemoryStore`)."""
+    make = getattr(limiter.shared, "health_store", None)
+    if make is None:
+        return None
+    store: HealthStore = make()
+    return store

@@ -24,6 +24,14 @@ later requests skip the store until the background task's probe (`PING`, every
 `PROBE_INTERVAL`) succeeds. On recovery the task re-writes the leases it holds (Redis may have
 restarted empty) and flushes the releases it could not send.
 
+Upstream key health and circuit breakers (store/health.py, when the `Runtime` asks for them with
+`health_store()`) live in one hash, `{prefix}upstream-health`: a field per key (by upstream and
+key fingerprint) and per upstream breaker, merged by the `_HEALTH` script, and a `version` field
+bumped on every change. The background task runs that script whenever this instance changed an
+entry and every `HEALTH_REFRESH` seconds: one round trip sends the changes and, when the version
+moved, reads the whole (small) hash back. The hash expires `HEALTH_TTL` after the last instance
+stopped refreshing it; entries that expired more than `HEALTH_GRACE` ago are dropped from it.
+
 The background task is a trio system task started by the first request: the runtime that holds
 this store is built outside any nursery (server, embedder, ASGI app), so the store owns its
 connections' lifetime, and they end with the trio run (or `aclose()`).
@@ -42,6 +50,7 @@ from coredis.retry import NoRetryPolicy
 
 from trioproxy.limits import concurrency_limited, rate_limited
 from trioproxy.store.base import StoreUnavailable, store_location
+from trioproxy.store.health import SharedHealth
 
 if TYPE_CHECKING:
     from coredis.commands.script import Script
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
     from trioproxy.config_types import ClientKey
     from trioproxy.metrics import Metrics
 
-__all__ = ["LEASE_TTL", "PROBE_INTERVAL", "RedisStore"]
+__all__ = ["HEALTH_REFRESH", "LEASE_TTL", "PROBE_INTERVAL", "RedisStore"]
 
 logger = logging.getLogger("trioproxy.store")
 
@@ -69,6 +78,13 @@ MAX_PENDING_RELEASES = 100_000
 # instance carries it in its own round trip (a client's next request usually follows at once),
 # so a request costs one round trip, not two. Other instances see the slot busy this much longer.
 RELEASE_DELAY = 0.02
+# Seconds between reads of the shared key health: a key another instance cooled down is skipped
+# here within this (plus a round trip). A change made here is sent at once, not on this timer.
+HEALTH_REFRESH = 0.1
+# Seconds an expired cool-down (or a closed breaker's failure count) stays in the hash, and the
+# hash's own lifetime after the last refresh of any instance.
+HEALTH_GRACE = 600.0
+HEALTH_TTL = 86_400.0
 
 # KEYS: rate bucket, lease set. ARGV: rpm (0: none), max_concurrent (-1: none), lease id, lease
 # TTL (ms), then leases of this key to release first (carried from ended requests). Returns {0}
@@ -126,6 +142,99 @@ end
 return #KEYS
 """
 
+# KEYS: the health hash. ARGV: the version this instance last read, grace (ms), hash TTL (ms),
+# then (op, field, value) triples from store/health.py: "k" merges a key's "ms-from-now strikes
+# reason" (ms -1: disabled), "b" an upstream breaker's "state failures ms-from-now", "x" deletes
+# a key's entry if it is disabled. Stored times are the server's ms (-1: disabled). Returns
+# {version, server ms}, then field, value pairs when the version moved or something was sent.
+_HEALTH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local known = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+local function words(s)
+  local out = {}
+  for w in string.gmatch(s, '%S+') do out[#out + 1] = w end
+  return out
+end
+local function horizon(ms)
+  if ms < 0 then return math.huge end
+  return ms
+end
+local changed = false
+for i = 4, #ARGV, 3 do
+  local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = redis.call('HGET', KEYS[1], field)
+  local new = nil
+  if op == 'x' then
+    if old and tonumber(words(old)[1]) < 0 then
+      redis.call('HDEL', KEYS[1], field)
+      changed = true
+    end
+  elseif op == 'k' then
+    local w = words(value)
+    local left = tonumber(w[1])
+    local u = -1
+    if left >= 0 then u = now + left end
+    new = u .. ' ' .. w[2] .. ' ' .. w[3]
+    if old then
+      local ou = tonumber(words(old)[1])
+      -- latest until wins; an expired entry gives way to any newer one
+      if not ((ou >= 0 and ou <= now) or horizon(u) > horizon(ou)) then new = nil end
+    end
+  elseif op == 'b' then
+    local w = words(value)
+    local u = 0
+    if w[1] ~= 'closed' then u = now + tonumber(w[3]) end
+    new = w[1] .. ' ' .. w[2] .. ' ' .. u
+    if old then
+      local o = words(old)
+      if w[1] ~= 'closed' then
+        -- open or probing wins over closed, and over open for less long
+        if not (o[1] == 'closed' or u > tonumber(o[3])) then new = nil end
+      elseif o[1] ~= 'closed' and tonumber(w[2]) > 0 then
+        new = nil  -- a failure count does not close an open breaker; a success does
+      end
+    end
+    if new == 'closed 0 0' then
+      if old then
+        redis.call('HDEL', KEYS[1], field)
+        changed = true
+      end
+      new = nil
+    end
+  end
+  if new and new ~= old then
+    redis.call('HSET', KEYS[1], field, new)
+    changed = true
+  end
+end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if changed then version = redis.call('HINCRBY', KEYS[1], 'version', 1) end
+if version > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local out = {version, now}
+if version == known and #ARGV < 4 then return out end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  if field ~= 'version' then
+    local w = words(value)
+    local stale = false
+    if string.sub(field, 1, 5) == '["k",' then
+      local u = tonumber(w[1])
+      stale = u >= 0 and u + grace < now
+    end
+    if stale then
+      redis.call('HDEL', KEYS[1], field)
+    else
+      out[#out + 1] = field
+      out[#out + 1] = value
+    end
+  end
+end
+return out
+"""
+
 # KEYS and ARGV pair up: remove lease ARGV[i] from the set KEYS[i].
 _RELEASE = """
 for i = 1, #KEYS do
@@ -144,6 +253,7 @@ class RedisStore:
         timeout: seconds a request waits for an answer before falling back.
         metrics: where failures are counted and the degraded state is shown.
         lease_ttl: seconds a concurrency slot outlives its instance (tests shorten it).
+        health_refresh: seconds between reads of the shared key health.
     """
 
     backend = "redis"
@@ -157,6 +267,7 @@ class RedisStore:
         metrics: Metrics,
         lease_ttl: float = LEASE_TTL,
         probe_interval: float = PROBE_INTERVAL,
+        health_refresh: float = HEALTH_REFRESH,
     ) -> None:
         self.location = store_location(url)
         self._url = url
@@ -172,6 +283,9 @@ class RedisStore:
         self._held: dict[str, set[str]] = {}  # lease-set key -> this instance's leases in it
         self._pending: dict[str, list[str]] = {}  # lease-set key -> leases to delete
         self._pending_count = 0
+        self._health: SharedHealth | None = None  # the key pools' health, once asked for
+        self._health_key = f"{prefix}upstream-health"
+        self._health_refresh = health_refresh
         self._degraded = False
         self._degraded_reason = ""
         self._client: _Client | None = None
@@ -193,6 +307,21 @@ class RedisStore:
     def leases_held(self) -> int:
         """Concurrency slots this instance holds in the store (requests it is running)."""
         return sum(len(leases) for leases in self._held.values())
+
+    def health_store(self) -> SharedHealth:
+        """The `HealthStore` for the key pools (routing/pool.py): upstream key cool-downs,
+        disabled keys and circuit breakers shared by every instance on this store."""
+        if self._health is None:
+            self._health = SharedHealth(on_change=self._health_changed)
+        return self._health
+
+    def _health_changed(self) -> None:
+        # Called by the router, synchronously: start the task if need be and let it publish.
+        try:
+            self._ensure_running()
+        except RuntimeError:  # outside a trio run (building a runtime): sent when it starts
+            return
+        self._wake.set()
 
     # -- the request path ------------------------------------------------------------------
 
@@ -317,7 +446,7 @@ class RedisStore:
         try:
             with trio.fail_after(BACKGROUND_TIMEOUT):
                 await client.redis.ping()
-                for script in (client.admit, client.renew, client.release):
+                for script in client.scripts:
                     await client.redis.script_load(script.script)
         except trio.TooSlowError as exc:
             self._fail("timeout", exc)
@@ -335,32 +464,46 @@ class RedisStore:
 
     async def _maintain(self) -> None:
         next_renew = trio.current_time() + self._renew_every
+        next_sync = trio.current_time()  # read the shared health at once
         while not self._closed.is_set():
             wake_at = next_renew
+            if self._health is not None:
+                wake_at = min(wake_at, next_sync)
             if self._degraded:
                 wake_at = min(wake_at, trio.current_time() + self._probe_interval)
-            if not self._pending or self._degraded:
+            health_dirty = self._health is not None and self._health.dirty
+            if not (self._pending or health_dirty) or self._degraded:
                 with trio.move_on_at(wake_at):
                     await self._wake.wait()
             self._wake = trio.Event()
             if self._pending and not self._degraded and not self._closed.is_set():
                 await trio.sleep(RELEASE_DELAY)  # a next admission may carry them
-            renew = trio.current_time() >= next_renew or self._degraded
-            if await self._background(renew=renew) and renew:
-                next_renew = trio.current_time() + self._renew_every
+            now = trio.current_time()
+            renew = now >= next_renew or self._degraded
+            sync = self._health is not None and (
+                now >= next_sync or self._health.dirty or self._degraded
+            )
+            if await self._background(renew=renew, sync=sync):
+                if renew:
+                    next_renew = trio.current_time() + self._renew_every
+                if sync:
+                    next_sync = trio.current_time() + self._health_refresh
         with trio.CancelScope(shield=True):
-            await self._background(renew=False)
+            await self._background(renew=False, sync=self._health is not None)
 
-    async def _background(self, *, renew: bool) -> bool:
-        """One batch: probe if degraded, releases, renewals. True if the store answered."""
+    async def _background(self, *, renew: bool, sync: bool = False) -> bool:
+        """One batch: probe if degraded, releases, renewals, the shared health (`sync`). True
+        if the store answered."""
         batch = [(k, m) for k in list(self._pending) for m in self._take_pending(k)]
         try:
             with trio.fail_after(BACKGROUND_TIMEOUT):
                 client = self._scripts()
                 if self._degraded:
                     await client.redis.ping()
-                    for script in (client.admit, client.renew, client.release):
+                    for script in client.scripts:
                         await client.redis.script_load(script.script)  # Redis may be new
+                    if self._health is not None:
+                        self._health.republish()
                 if batch:
                     await client.release([k for k, _ in batch], [m for _, m in batch])
                 if renew and self._held:
@@ -368,6 +511,8 @@ class RedisStore:
                     for leases in self._held.values():
                         args += [len(leases), *leases]
                     await client.renew(list(self._held), args)
+                if sync:
+                    await self._sync_health(client)
         except trio.TooSlowError as exc:
             self._requeue(batch)
             self._fail("timeout", exc)
@@ -379,6 +524,27 @@ class RedisStore:
         if self._degraded:
             self._recover()
         return True
+
+    async def _sync_health(self, client: _Client) -> None:
+        """One round trip: send this instance's health changes, read back the merged state."""
+        health = self._health
+        if health is None:
+            return
+        args, taken = health.changes(trio.current_time())
+        try:
+            reply: Any = await client.health(
+                [self._health_key],
+                [
+                    health.version,
+                    round(HEALTH_GRACE * 1000),
+                    round(HEALTH_TTL * 1000),
+                    *args,
+                ],
+            )
+            health.apply(reply, now=trio.current_time(), taken=taken)
+        except BaseException:
+            health.restore(taken)
+            raise
 
     def _requeue(self, batch: list[tuple[str, str]]) -> None:
         for set_key, lease in batch:
@@ -418,6 +584,8 @@ class _Client:
         self.admit: Script[bytes] = redis.register_script(_ADMIT)
         self.renew: Script[bytes] = redis.register_script(_RENEW)
         self.release: Script[bytes] = redis.register_script(_RELEASE)
+        self.health: Script[bytes] = redis.register_script(_HEALTH)
+        self.scripts = (self.admit, self.renew, self.release, self.health)
 
 
 def _verdict(reply: Any) -> tuple[int, int]:
