@@ -15,12 +15,13 @@ keeps its key for its whole life. `strategy = weighted` orders a model's upstrea
 rule (requests in flight per upstream, the model's `weights`), the rest as failover.
 
 **Shared state.** What the pool learns about keys and upstreams (`KeyHealth`, `Breaker`) is kept
-behind `HealthStore`, a small synchronous interface; `MemoryStore` is the default. A store shared
-by several instances (issue 22, Redis) implements the same five methods over a local mirror that
-it refreshes and publishes in the background, so that no request waits on the network; the
-states merge by "latest `until` wins". Times in the store are then wall-clock seconds, and the
-engine must pass that clock. Keys are named in the store by fingerprint (`UpstreamKey.id`), never
-by the key. In-flight counts and passes are per instance and stay here.
+behind `HealthStore`, a small synchronous interface; `MemoryStore` is the default. The store
+shared by several instances (issue 22, Redis: trioproxy/store/health.py) implements the same five
+methods over a local copy that it publishes and refreshes in the background, so that no request
+waits on the network; the states merge there ("latest `until` wins" for keys). It converts times
+to and from Redis's clock itself, so the pools keep whatever clock the engine passes (trio's).
+Keys are named in the store by fingerprint (`UpstreamKey.id`), never by the key. In-flight counts
+and passes are per instance and stay here.
 """
 
 from __future__ import annotations
