@@ -317,6 +317,8 @@ class RedisStore:
 
     def _health_changed(self) -> None:
         # Called by the router, synchronously: start the task if need be and let it publish.
+        if self._closed.is_set():
+            return  # closed in this run (the last requests ending): nothing to start again
         try:
             self._ensure_running()
         except RuntimeError:  # outside a trio run (building a runtime): sent when it starts
@@ -489,7 +491,9 @@ class RedisStore:
                 if sync:
                     next_sync = trio.current_time() + self._health_refresh
         with trio.CancelScope(shield=True):
-            await self._background(renew=False, sync=self._health is not None)
+            await self._background(
+                renew=False, sync=self._health is not None and self._health.dirty
+            )
 
     async def _background(self, *, renew: bool, sync: bool = False) -> bool:
         """One batch: probe if degraded, releases, renewals, the shared health (`sync`). True
