@@ -151,8 +151,8 @@ class Engine:
         pools: the key pools and upstream health, shared by every generation (the `Runtime`
             keeps one, configured with the current config); a private one when None.
         metrics: where per-key counters go (`trioproxy_upstream_key_*`), or None.
-        clock: the pools' clock, in seconds (a store shared by several instances needs the
-            wall clock).
+        clock: the pools' clock, in seconds (a store shared by several instances converts
+            its times to and from it: store/health.py).
         jitter: a number in [0, 1) per call, for the cool-down's jitter.
     """
 
