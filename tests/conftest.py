@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,3 +151,14 @@ def make_client(config: ProxyConfig, http: HTTPClient) -> ASGIClient:
 @pytest.fixture
 def demo_client(demo_config: ProxyConfig, http_client: HTTPClient) -> ASGIClient:
     return make_client(demo_config, http_client)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """In CI (`CI=true`, as .ci/run runs) a skipped test is a failure: CI installs what every
+    test needs (chromium, redis-server), so a skip there means a test silently stopped testing."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may skip: {report.longrepr}"
