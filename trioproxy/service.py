@@ -123,6 +123,13 @@ class Service:
         self.engine = Engine(config, runtime.http, runtime.keypools, metrics=runtime.metrics)
         self.auth = Authenticator(config.proxy.keys)
         self.limits = RequestLimits.from_settings(config.proxy)
+        # Client headers some upstream forwards (`forward_headers`): a request keeps only these
+        # (never its Authorization: credentials cannot be listed).
+        self.forwarded_headers = frozenset(
+            name.encode("latin-1")
+            for upstream in config.upstreams.values()
+            for name in upstream.forward_headers
+        )
 
     @property
     def lifecycle(self) -> Lifecycle:

@@ -222,9 +222,13 @@ async def run_pump(
 ) -> None:
     """`pump.handle` beside a task that cancels it when the client leaves (STYLE.md §3: the
     watcher cancels the scope that runs the pump, never the one that closes the connection)."""
-    record.client_headers = tuple(
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in exchange.headers
-    )
+    wanted = service.forwarded_headers
+    if wanted:
+        record.client_headers = tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in exchange.headers
+            if name in wanted
+        )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, exchange, nursery.cancel_scope)
         await pump.handle(service, body, caller, record, sink, passthrough=passthrough)
