@@ -20,6 +20,9 @@ the stream. Every request ends with exactly one terminal call: `finish`, `comple
 
 from __future__ import annotations
 
+import heapq
+import logging
+import math
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
@@ -36,7 +39,9 @@ if TYPE_CHECKING:
     from trioproxy.translate.base import Chunk
     from trioproxy.translate.relay import Passthrough
 
-__all__ = ["RelaySink", "Sink", "handle"]
+__all__ = ["KeepAlives", "RelaySink", "Sink", "handle"]
+
+logger = logging.getLogger("trioproxy")
 
 
 class Sink(Protocol):
@@ -123,7 +128,11 @@ async def _run(
     passthrough: Passthrough | None,
 ) -> None:
     engine = service.engine
-    writer = _StreamWriter(sink, service.config.proxy.keepalive_interval) if stream else None
+    writer = (
+        _StreamWriter(sink, service.config.proxy.keepalive_interval, service.lifecycle.keepalives)
+        if stream
+        else None
+    )
     failure: ProxyError | None = None
     completion: dict[str, Any] = {}
     # Only shutdown cancels this scope (the registry); the face cancels the one around us.
@@ -162,21 +171,87 @@ async def _run(
         await sink.fail(failure, committed=False)
 
 
+class KeepAlives:
+    """One timer for the keep-alives of every stream of a runtime.
+
+    A sleeping task per stream would cost each open stream about 2 KiB (bench/: 5,000 slow
+    streams). Instead a heap holds each accepted stream's next due time (its last write plus
+    `keepalive_interval`), and one task, started on first use in each trio run, wakes at the
+    earliest. A stream that wrote meanwhile is pushed back to its new due time; a due one gets a
+    short task that writes the keep-alive under the stream's lock, so that a client that does
+    not read holds up only its own stream. Writing a chunk costs nothing here: the heap entry is
+    checked when it comes due.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _StreamWriter]] = []
+        self._serial = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._wake = trio.Event()
+
+    def add(self, writer: _StreamWriter) -> None:
+        token = trio.lowlevel.current_trio_token()
+        if self._token is not token:  # first use in this trio run: start the timer task
+            self._token = token
+            self._heap.clear()
+            self._wake = trio.Event()
+            trio.lowlevel.spawn_system_task(self._run, name="trioproxy keep-alives")
+        due = writer.due
+        if not self._heap or due < self._heap[0][0]:
+            self._wake.set()
+        self._serial += 1
+        heapq.heappush(self._heap, (due, self._serial, writer))
+
+    async def _run(self) -> None:
+        heap = self._heap
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._wake = trio.Event()
+                with trio.move_on_at(heap[0][0] if heap else math.inf):
+                    await self._wake.wait()
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    _, _, writer = heapq.heappop(heap)
+                    if writer.closed:
+                        continue
+                    if writer.due > now:  # it wrote since: due later
+                        self._serial += 1
+                        heapq.heappush(heap, (writer.due, self._serial, writer))
+                    else:
+                        nursery.start_soon(writer.keepalive_due)
+
+
 class _StreamWriter:
     """One stream's side of the commitment rule: commit once, keep-alive after acceptance.
 
-    The engine (through `emit`) and the keep-alive ticker share the sink under one lock.
+    The engine (through `emit`) and the keep-alive timer share the sink under one lock.
     """
 
-    __slots__ = ("_accepted", "_interval", "_last_write", "_lock", "_sink", "committed")
+    __slots__ = (
+        "_interval",
+        "_keepalive_scope",
+        "_keepalives",
+        "_last_write",
+        "_lock",
+        "_sink",
+        "closed",
+        "committed",
+    )
 
-    def __init__(self, sink: Sink, interval: float) -> None:
+    def __init__(self, sink: Sink, interval: float, keepalives: KeepAlives) -> None:
         self._sink = sink
         self._interval = interval
+        self._keepalives = keepalives
+        self._keepalive_scope: trio.CancelScope | None = None
         self._lock = trio.Lock()
-        self._accepted = trio.Event()
         self.committed = False
+        self.closed = False  # the engine is done: no keep-alive any more
         self._last_write = 0.0
+
+    @property
+    def due(self) -> float:
+        """When a keep-alive is due, if nothing is written before."""
+        return self._last_write + self._interval
 
     async def run(
         self,
@@ -186,28 +261,24 @@ class _StreamWriter:
         record: RequestRecord,
         passthrough: Passthrough | None,
     ) -> None:
-        failure: ProxyError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keepalive)
-            try:
-                await engine.run_stream(
-                    body,
-                    caller,
-                    record,
-                    self._emit,
-                    on_accept=self._on_accept,
-                    passthrough=passthrough,
-                    emit_events=self._emit_events if passthrough is not None else None,
-                )
-            except ProxyError as exc:  # raised outside the nursery, not as an exception group
-                failure = exc
-            nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+        try:
+            await engine.run_stream(
+                body,
+                caller,
+                record,
+                self._emit,
+                on_accept=self._on_accept,
+                passthrough=passthrough,
+                emit_events=self._emit_events if passthrough is not None else None,
+            )
+        finally:
+            self.closed = True
+            if self._keepalive_scope is not None:  # a keep-alive being written: stop it
+                self._keepalive_scope.cancel()
 
     def _on_accept(self) -> None:
         self._last_write = trio.current_time()
-        self._accepted.set()
+        self._keepalives.add(self)
 
     async def _commit_once(self) -> None:
         if not self.committed:
@@ -215,7 +286,7 @@ class _StreamWriter:
             await self._sink.commit()
 
     async def _emit(self, chunks: list[Chunk]) -> None:
-        if self._lock.locked():  # the keep-alive ticker is writing: wait for it
+        if self._lock.locked():  # a keep-alive is being written: wait for it
             async with self._lock:
                 await self._write(chunks)
             return
@@ -239,15 +310,23 @@ class _StreamWriter:
             await cast("RelaySink", self._sink).send_events(events)
             self._last_write = trio.current_time()
 
-    async def _keepalive(self) -> None:
-        await self._accepted.wait()
-        while True:
-            await trio.sleep_until(self._last_write + self._interval)
-            if trio.current_time() >= self._last_write + self._interval:
-                async with self._lock:
+    async def keepalive_due(self) -> None:
+        """Write a keep-alive now if the stream is still silent (called by `KeepAlives`)."""
+        with trio.CancelScope() as self._keepalive_scope:
+            async with self._lock:
+                if self.closed or trio.current_time() < self.due:
+                    return
+                try:
                     await self._commit_once()
                     await self._sink.keepalive()
-                    self._last_write = trio.current_time()
+                except Exception:  # runs in the timer's task: one stream's fault stays its own
+                    logger.warning("a keep-alive write failed", exc_info=True)
+                    self.closed = True
+                    return
+                self._last_write = trio.current_time()
+        self._keepalive_scope = None
+        if not self.closed:
+            self._keepalives.add(self)
 
     async def finish(self) -> None:
         async with self._lock:

@@ -26,6 +26,7 @@ from trioproxy.engine import Engine
 from trioproxy.errors import AuthError
 from trioproxy.logs import log_access
 from trioproxy.metrics import Metrics
+from trioproxy.pump import KeepAlives
 from trioproxy.record import Outcome, request_sample
 from trioproxy.routing.pool import KeyPools
 from trioproxy.store import Limiter, open_limiter, shared_health
@@ -56,6 +57,7 @@ class Lifecycle:
         self.expired = trio.Event()
         self.in_flight = 0  # requests inside the pump, every face
         self.streams = 0  # of those, streaming ones
+        self.keepalives = KeepAlives()  # the one timer of every stream's keep-alive
         self._idle = trio.Event()
         self._idle.set()
         # Engine scopes to cancel on `expire`, with the request each one serves. A registry rather
