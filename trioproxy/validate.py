@@ -126,14 +126,14 @@ class RequestLimits:
 # --- errors ------------------------------------------------------------------------------------
 
 
-def _param(path: Path) -> str:
+def param_of(path: Path) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
     """A client value for a message: JSON-ish, strings cut short, containers by kind."""
     if value is None:
         return "null"
@@ -152,17 +152,17 @@ def _show(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _fail(path: Path, message: str, code: str = "invalid_value") -> NoReturn:
-    param = _param(path)
+def fail(path: Path, message: str, code: str = "invalid_value") -> NoReturn:
+    param = param_of(path)
     raise ClientError(f"{param or 'request body'} {message}", param=param or None, code=code)
 
 
-def _wrong_type(path: Path, expected: str, value: object) -> NoReturn:
-    _fail(path, f"must be {expected}, got {_show(value)}", "invalid_type")
+def wrong_type(path: Path, expected: str, value: object) -> NoReturn:
+    fail(path, f"must be {expected}, got {show(value)}", "invalid_type")
 
 
-def _missing(path: Path, what: str) -> NoReturn:
-    _fail(path, f"is required: {what}", "missing_required_parameter")
+def missing(path: Path, what: str) -> NoReturn:
+    fail(path, f"is required: {what}", "missing_required_parameter")
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -275,11 +275,11 @@ def _explain(value: object, max_depth: int) -> NoReturn:
             continue
         if depth > max_depth:
             # Not `invalid_json`: the JSON is fine, there is just too much of it.
-            _fail(path, f"nests JSON deeper than {max_depth} levels (max_json_depth); flatten it")
+            fail(path, f"nests JSON deeper than {max_depth} levels (max_json_depth); flatten it")
         items: Any = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in items:
             if isinstance(node, dict) and (not isinstance(key, str) or _SURROGATE.search(key)):
-                _fail(path, f"has a key that is not a valid string: {_show(key)}", "invalid_type")
+                fail(path, f"has a key that is not a valid string: {show(key)}", "invalid_type")
             stack.append((child, depth + 1, (*path, key)))
     raise AssertionError("_explain found nothing wrong")  # pragma: no cover
 
@@ -288,10 +288,10 @@ def _check_scalar(value: object, path: Path) -> None:
     if _is_plain_scalar(value):
         return
     if isinstance(value, str):
-        _fail(path, "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
+        fail(path, "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
     if isinstance(value, float):
-        _fail(path, f"must be a finite number, got {value!r}")
-    _wrong_type(path, "a JSON value (object, array, string, number, boolean or null)", value)
+        fail(path, f"must be a finite number, got {value!r}")
+    wrong_type(path, "a JSON value (object, array, string, number, boolean or null)", value)
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def validate_chat_request(body: object, *, limits: RequestLimits) -> dict[str, A
     """
     if not isinstance(body, dict):
         raise ClientError(
-            f"request body must be a JSON object with model and messages, got {_show(body)}",
+            f"request body must be a JSON object with model and messages, got {show(body)}",
             code="invalid_type",
         )
     _check_tree(body, max_depth=limits.max_json_depth)
@@ -326,21 +326,21 @@ def validate_chat_request(body: object, *, limits: RequestLimits) -> dict[str, A
 
     model = out.get("model")
     if model is None:
-        _missing(("model",), 'name the model to use, e.g. "model": "demo"')
+        missing(("model",), 'name the model to use, e.g. "model": "demo"')
     if not isinstance(model, str) or not model:
-        _wrong_type(("model",), "a non-empty string", model)
+        wrong_type(("model",), "a non-empty string", model)
 
     out["messages"] = _messages(out.get("messages"), limits)
 
     for key in ("stream", "parallel_tool_calls"):
         if key in out and not isinstance(out[key], bool):
-            _wrong_type((key,), "true or false", out[key])
+            wrong_type((key,), "true or false", out[key])
     if "stream_options" in out:
         options = out["stream_options"]
         if not isinstance(options, dict):
-            _wrong_type(("stream_options",), 'an object such as {"include_usage": true}', options)
+            wrong_type(("stream_options",), 'an object such as {"include_usage": true}', options)
         if "include_usage" in options and not isinstance(options["include_usage"], bool):
-            _wrong_type(
+            wrong_type(
                 ("stream_options", "include_usage"), "true or false", options["include_usage"]
             )
     for key, low, high in (
@@ -368,62 +368,62 @@ def validate_chat_request(body: object, *, limits: RequestLimits) -> dict[str, A
     if "tool_choice" in out:
         _tool_choice(out["tool_choice"])
     if "reasoning_effort" in out and out["reasoning_effort"] not in REASONING_EFFORTS:
-        _fail(
+        fail(
             ("reasoning_effort",),
-            f"must be one of {', '.join(REASONING_EFFORTS)}, got {_show(out['reasoning_effort'])}",
+            f"must be one of {', '.join(REASONING_EFFORTS)}, got {show(out['reasoning_effort'])}",
         )
     if "user" in out and not isinstance(out["user"], str):
-        _wrong_type(("user",), "a string", out["user"])
+        wrong_type(("user",), "a string", out["user"])
     if "response_format" in out:
         response_format = out["response_format"]
         if not isinstance(response_format, dict):
-            _wrong_type(
+            wrong_type(
                 ("response_format",), 'an object such as {"type": "json_object"}', response_format
             )
         if "type" not in response_format:
-            _missing(("response_format", "type"), 'e.g. "text", "json_object" or "json_schema"')
+            missing(("response_format", "type"), 'e.g. "text", "json_object" or "json_schema"')
         if not isinstance(response_format["type"], str):
-            _wrong_type(("response_format", "type"), "a string", response_format["type"])
+            wrong_type(("response_format", "type"), "a string", response_format["type"])
     return out
 
 
 def _int_between(path: Path, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        _wrong_type(path, "an integer" if low < 0 else f"an integer >= {low}", value)
+        wrong_type(path, "an integer" if low < 0 else f"an integer >= {low}", value)
     if value < low:
-        _fail(path, f"must be an integer >= {low}, got {_show(value)}")
+        fail(path, f"must be an integer >= {low}, got {show(value)}")
     if value > high:
-        _fail(path, f"must be an integer <= {high}, got {_show(value)}")
+        fail(path, f"must be an integer <= {high}, got {show(value)}")
 
 
 def _logit_bias(bias: object) -> None:
     if not isinstance(bias, dict):
-        _wrong_type(("logit_bias",), 'an object of token ids to biases, e.g. {"50256": -100}', bias)
+        wrong_type(("logit_bias",), 'an object of token ids to biases, e.g. {"50256": -100}', bias)
     for token, value in bias.items():
         _number_between(("logit_bias", token), value, LOGIT_BIAS_MIN, LOGIT_BIAS_MAX)
 
 
 def _number_between(path: Path, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        _wrong_type(path, f"a number between {low} and {high}", value)
+        wrong_type(path, f"a number between {low} and {high}", value)
     if not low <= value <= high:
-        _fail(path, f"must be a number between {low} and {high}, got {_show(value)}")
+        fail(path, f"must be a number between {low} and {high}, got {show(value)}")
 
 
 def _stop(stop: object) -> None:
     if isinstance(stop, str):
         return
     if not isinstance(stop, list):
-        _wrong_type(("stop",), f"a string or an array of up to {MAX_STOP_SEQUENCES} strings", stop)
+        wrong_type(("stop",), f"a string or an array of up to {MAX_STOP_SEQUENCES} strings", stop)
     if len(stop) > MAX_STOP_SEQUENCES:
-        _fail(
+        fail(
             ("stop",),
             f"may hold at most {MAX_STOP_SEQUENCES} sequences, got {len(stop)}",
             "array_above_max_length",
         )
     for index, item in enumerate(stop):
         if not isinstance(item, str):
-            _wrong_type(("stop", index), "a string", item)
+            wrong_type(("stop", index), "a string", item)
 
 
 # --- messages ---
@@ -431,19 +431,17 @@ def _stop(stop: object) -> None:
 
 def _messages(messages: object, limits: RequestLimits) -> list[dict[str, Any]]:
     if messages is None:
-        _missing(
-            ("messages",), 'send the conversation, e.g. [{"role": "user", "content": "Hello"}]'
-        )
+        missing(("messages",), 'send the conversation, e.g. [{"role": "user", "content": "Hello"}]')
     if not isinstance(messages, list):
-        _wrong_type(("messages",), "an array of message objects", messages)
+        wrong_type(("messages",), "an array of message objects", messages)
     if not messages:
-        _fail(
+        fail(
             ("messages",),
             'must contain at least one message, e.g. {"role": "user", "content": "Hello"}',
             "empty_array",
         )
     if len(messages) > limits.max_messages:
-        _fail(
+        fail(
             ("messages",),
             f"has {len(messages)} messages; this proxy accepts at most {limits.max_messages} "
             "(max_messages)",
@@ -455,19 +453,19 @@ def _messages(messages: object, limits: RequestLimits) -> list[dict[str, Any]]:
 def _message(index: int, message: object) -> dict[str, Any]:
     path: Path = ("messages", index)
     if not isinstance(message, dict):
-        _wrong_type(path, 'an object such as {"role": "user", "content": "Hello"}', message)
+        wrong_type(path, 'an object such as {"role": "user", "content": "Hello"}', message)
     role = message.get("role")
     if role is None:
-        _missing((*path, "role"), f"one of {', '.join(ROLES)}")
+        missing((*path, "role"), f"one of {', '.join(ROLES)}")
     if role not in ROLES:
-        _fail((*path, "role"), f"must be one of {', '.join(ROLES)}, got {_show(role)}")
+        fail((*path, "role"), f"must be one of {', '.join(ROLES)}, got {show(role)}")
     if role == "assistant" and "tool_calls" in message and message["tool_calls"] is None:
         message = {k: v for k, v in message.items() if k != "tool_calls"}
 
     content = message.get("content")
     if content is None:
         if role != "assistant":
-            _missing(
+            missing(
                 (*path, "content"),
                 f"a {role} message needs content (a string or an array of parts)",
             )
@@ -475,18 +473,18 @@ def _message(index: int, message: object) -> dict[str, Any]:
         for part_index, part in enumerate(content):
             _part((*path, "content", part_index), part)
     elif not isinstance(content, str):
-        _wrong_type((*path, "content"), "a string or an array of content parts", content)
+        wrong_type((*path, "content"), "a string or an array of content parts", content)
 
     if "name" in message and message["name"] is not None and not isinstance(message["name"], str):
-        _wrong_type((*path, "name"), "a string", message["name"])
+        wrong_type((*path, "name"), "a string", message["name"])
     if role == "assistant" and "tool_calls" in message:
         _tool_calls((*path, "tool_calls"), message["tool_calls"])
     if role == "tool":
         call_id = message.get("tool_call_id")
         if call_id is None:
-            _missing((*path, "tool_call_id"), "the id of the tool call this message answers")
+            missing((*path, "tool_call_id"), "the id of the tool call this message answers")
         if not isinstance(call_id, str) or not call_id:
-            _wrong_type(
+            wrong_type(
                 (*path, "tool_call_id"),
                 "the id (a non-empty string) of the tool call it answers",
                 call_id,
@@ -496,31 +494,31 @@ def _message(index: int, message: object) -> dict[str, Any]:
 
 def _part(path: Path, part: object) -> None:
     if not isinstance(part, dict):
-        _wrong_type(path, 'a content part object such as {"type": "text", "text": "Hello"}', part)
+        wrong_type(path, 'a content part object such as {"type": "text", "text": "Hello"}', part)
     kind = part.get("type")
     if kind is None:
-        _missing((*path, "type"), 'e.g. "text" or "image_url"')
+        missing((*path, "type"), 'e.g. "text" or "image_url"')
     if not isinstance(kind, str):
-        _wrong_type((*path, "type"), 'a string such as "text" or "image_url"', kind)
+        wrong_type((*path, "type"), 'a string such as "text" or "image_url"', kind)
     if kind == "text":
         if "text" not in part:
-            _missing((*path, "text"), "a text part carries its text")
+            missing((*path, "text"), "a text part carries its text")
         if not isinstance(part["text"], str):
-            _wrong_type((*path, "text"), "a string", part["text"])
+            wrong_type((*path, "text"), "a string", part["text"])
     elif kind == "image_url":
         image = part.get("image_url")
         if image is None:
-            _missing((*path, "image_url"), '{"url": "https://... or data:image/png;base64,..."}')
+            missing((*path, "image_url"), '{"url": "https://... or data:image/png;base64,..."}')
         if not isinstance(image, dict):
-            _wrong_type((*path, "image_url"), 'an object such as {"url": "https://..."}', image)
+            wrong_type((*path, "image_url"), 'an object such as {"url": "https://..."}', image)
         if "url" not in image:
-            _missing((*path, "image_url", "url"), "an https:// URL or a data: URL")
+            missing((*path, "image_url", "url"), "an https:// URL or a data: URL")
         if not isinstance(image["url"], str):
-            _wrong_type(
+            wrong_type(
                 (*path, "image_url", "url"), "a string (an https:// or data: URL)", image["url"]
             )
         if "detail" in image and not isinstance(image["detail"], str):
-            _wrong_type(
+            wrong_type(
                 (*path, "image_url", "detail"),
                 'a string such as "auto", "low" or "high"',
                 image["detail"],
@@ -529,36 +527,36 @@ def _part(path: Path, part: object) -> None:
 
 def _tool_calls(path: Path, calls: object) -> None:
     if not isinstance(calls, list):
-        _wrong_type(path, "an array of tool calls", calls)
+        wrong_type(path, "an array of tool calls", calls)
     for index, call in enumerate(calls):
         here = (*path, index)
         if not isinstance(call, dict):
-            _wrong_type(
+            wrong_type(
                 here,
                 'an object {"id", "type": "function", "function": {"name", "arguments"}}',
                 call,
             )
         if "id" not in call:
-            _missing((*here, "id"), "the tool call's id, which the tool message answers")
+            missing((*here, "id"), "the tool call's id, which the tool message answers")
         if not isinstance(call["id"], str):
-            _wrong_type((*here, "id"), "a string", call["id"])
+            wrong_type((*here, "id"), "a string", call["id"])
         if "type" not in call:
-            _missing((*here, "type"), '"function"')
+            missing((*here, "type"), '"function"')
         if call["type"] != "function":
-            _fail((*here, "type"), f'must be "function", got {_show(call["type"])}')
+            fail((*here, "type"), f'must be "function", got {show(call["type"])}')
         function = call.get("function")
         if function is None:
-            _missing((*here, "function"), '{"name": ..., "arguments": "{...}"}')
+            missing((*here, "function"), '{"name": ..., "arguments": "{...}"}')
         if not isinstance(function, dict):
-            _wrong_type(
+            wrong_type(
                 (*here, "function"), 'an object {"name": ..., "arguments": "{...}"}', function
             )
         for key in ("name", "arguments"):
             if key not in function:
-                _missing((*here, "function", key), "a string" if key == "name" else "a JSON string")
+                missing((*here, "function", key), "a string" if key == "name" else "a JSON string")
             if not isinstance(function[key], str):
                 expected = "a string" if key == "name" else 'a string of JSON (e.g. "{}")'
-                _wrong_type((*here, "function", key), expected, function[key])
+                wrong_type((*here, "function", key), expected, function[key])
 
 
 # --- tools ---
@@ -566,9 +564,9 @@ def _tool_calls(path: Path, calls: object) -> None:
 
 def _tools(tools: object, limits: RequestLimits) -> list[Any]:
     if not isinstance(tools, list):
-        _wrong_type(("tools",), "an array of tools", tools)
+        wrong_type(("tools",), "an array of tools", tools)
     if len(tools) > limits.max_tools:
-        _fail(
+        fail(
             ("tools",),
             f"has {len(tools)} tools; this proxy accepts at most {limits.max_tools} (max_tools)",
             "array_above_max_length",
@@ -580,26 +578,26 @@ def _tool(index: int, tool: object) -> dict[str, Any]:
     path: Path = ("tools", index)
     example = '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
     if not isinstance(tool, dict):
-        _wrong_type(path, f"an object {example}", tool)
+        wrong_type(path, f"an object {example}", tool)
     if "type" not in tool:
-        _missing((*path, "type"), '"function"')
+        missing((*path, "type"), '"function"')
     if tool["type"] != "function":
-        _fail(
+        fail(
             (*path, "type"),
-            f'must be "function" (the only tool type this proxy serves), got {_show(tool["type"])}',
+            f'must be "function" (the only tool type this proxy serves), got {show(tool["type"])}',
         )
     function = tool.get("function")
     if function is None:
-        _missing((*path, "function"), example)
+        missing((*path, "function"), example)
     if not isinstance(function, dict):
-        _wrong_type(
+        wrong_type(
             (*path, "function"), '{"name": ..., "description": ..., "parameters": {...}}', function
         )
     here = (*path, "function")
     if "name" not in function:
-        _missing((*here, "name"), "the function's name")
+        missing((*here, "name"), "the function's name")
     if not isinstance(function["name"], str) or not function["name"]:
-        _wrong_type((*here, "name"), "a non-empty string", function["name"])
+        wrong_type((*here, "name"), "a non-empty string", function["name"])
     if any(function.get(key, 0) is None for key in ("description", "parameters", "strict")):
         function = {
             k: v
@@ -608,11 +606,11 @@ def _tool(index: int, tool: object) -> dict[str, Any]:
         }
         tool = {**tool, "function": function}
     if "description" in function and not isinstance(function["description"], str):
-        _wrong_type((*here, "description"), "a string", function["description"])
+        wrong_type((*here, "description"), "a string", function["description"])
     if "parameters" in function and not isinstance(function["parameters"], dict):
-        _wrong_type((*here, "parameters"), "a JSON Schema object", function["parameters"])
+        wrong_type((*here, "parameters"), "a JSON Schema object", function["parameters"])
     if "strict" in function and not isinstance(function["strict"], bool):
-        _wrong_type((*here, "strict"), "true or false", function["strict"])
+        wrong_type((*here, "strict"), "true or false", function["strict"])
     return tool
 
 
@@ -621,18 +619,18 @@ def _tool_choice(choice: object) -> None:
     expected = '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
     if isinstance(choice, str):
         if choice not in TOOL_CHOICE_MODES:
-            _fail(path, f"must be {expected}, got {_show(choice)}")
+            fail(path, f"must be {expected}, got {show(choice)}")
         return
     if not isinstance(choice, dict):
-        _wrong_type(path, expected, choice)
+        wrong_type(path, expected, choice)
     if choice.get("type") != "function":
-        _fail((*path, "type"), f'must be "function", got {_show(choice.get("type"))}')
+        fail((*path, "type"), f'must be "function", got {show(choice.get("type"))}')
     function = choice.get("function")
     if not isinstance(function, dict):
         if function is None:
-            _missing((*path, "function"), '{"name": ...} naming one of the tools')
-        _wrong_type((*path, "function"), '{"name": ...}', function)
+            missing((*path, "function"), '{"name": ...} naming one of the tools')
+        wrong_type((*path, "function"), '{"name": ...}', function)
     if not isinstance(function.get("name"), str) or not function["name"]:
         if function.get("name") is None:
-            _missing((*path, "function", "name"), "the name of one of the tools")
-        _wrong_type((*path, "function", "name"), "a non-empty string", function.get("name"))
+            missing((*path, "function", "name"), "the name of one of the tools")
+        wrong_type((*path, "function", "name"), "a non-empty string", function.get("name"))

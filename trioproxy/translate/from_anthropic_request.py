@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from trioproxy.errors import ClientError, UntranslatableRequest
+from trioproxy.validate import Path, fail, missing, param_of, show, wrong_type
 
 __all__ = [
     "IMAGE_MEDIA_TYPES",
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 JSONObject = dict[str, Any]
-Path = tuple[str | int, ...]
 
 # "Must be ≥1024 and less than `max_tokens`" (anthropic-sdk-python
 # types/thinking_config_enabled_param.py; https://platform.claude.com/docs/en/build-with-claude/extended-thinking).
@@ -200,44 +200,8 @@ def reasoning_effort_for_budget(budget_tokens: int) -> str:
 # --- errors -------------------------------------------------------------------------------------
 
 
-def _param(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
-    if isinstance(value, int | float):
-        return repr(value)[:40]
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return f"a {type(value).__name__}"
-
-
-def _fail(path: Path, message: str, code: str = "invalid_value") -> NoReturn:
-    param = _param(path)
-    raise ClientError(f"{param or 'request body'} {message}", param=param or None, code=code)
-
-
-def _wrong_type(path: Path, expected: str, value: object) -> NoReturn:
-    _fail(path, f"must be {expected}, got {_show(value)}", "invalid_type")
-
-
-def _missing(path: Path, what: str) -> NoReturn:
-    _fail(path, f"is required: {what}", "missing_required_parameter")
-
-
 def _unsupported(path: Path, message: str) -> NoReturn:
-    param = _param(path)
+    param = param_of(path)
     raise UntranslatableRequest(f"{param} {message}", param=param)
 
 
@@ -261,15 +225,15 @@ def _check_keys(path: Path, block: JSONObject, allowed: frozenset[str], what: st
 
 def _object(path: Path, value: object, example: str) -> JSONObject:
     if not isinstance(value, dict):
-        _wrong_type(path, f"an object {example}", value)
+        wrong_type(path, f"an object {example}", value)
     return value
 
 
 def _string(path: Path, value: object, *, non_empty: bool = False) -> str:
     if value is None:
-        _missing(path, "a string")
+        missing(path, "a string")
     if not isinstance(value, str) or (non_empty and not value):
-        _wrong_type(path, "a non-empty string" if non_empty else "a string", value)
+        wrong_type(path, "a non-empty string" if non_empty else "a string", value)
     return value
 
 
@@ -284,7 +248,7 @@ class _Translator:
         if not isinstance(body, dict):
             raise ClientError(
                 f"request body must be a JSON object with model, max_tokens and messages, got "
-                f"{_show(body)}",
+                f"{show(body)}",
                 code="invalid_type",
             )
         # null for an optional field means absent, as validate.py treats chat requests.
@@ -304,7 +268,7 @@ class _Translator:
 
         model = body.get("model")
         if model is None:
-            _missing(("model",), 'name the model to use, e.g. "model": "claude-sonnet-4-5"')
+            missing(("model",), 'name the model to use, e.g. "model": "claude-sonnet-4-5"')
         model = _string(("model",), model, non_empty=True)
         out: JSONObject = {"model": model}
 
@@ -313,11 +277,11 @@ class _Translator:
         # server knows (translate/chat.py). 0 ("pre-warm the cache") has no chat equivalent.
         max_tokens = body.get("max_tokens")
         if max_tokens is None:
-            _missing(("max_tokens",), "the most tokens to generate, e.g. 1024")
+            missing(("max_tokens",), "the most tokens to generate, e.g. 1024")
         if not _is_int(max_tokens):
-            _wrong_type(("max_tokens",), "an integer >= 1", max_tokens)
+            wrong_type(("max_tokens",), "an integer >= 1", max_tokens)
         if max_tokens < 1:
-            _fail(("max_tokens",), f"must be an integer >= 1, got {max_tokens}")
+            fail(("max_tokens",), f"must be an integer >= 1, got {max_tokens}")
 
         messages: list[JSONObject] = self._system(body.get("system"))
         messages += self._messages(body.get("messages"))
@@ -326,7 +290,7 @@ class _Translator:
 
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
-            _wrong_type(("stream",), "true or false", stream)
+            wrong_type(("stream",), "true or false", stream)
         if stream:
             # Usage arrives only when asked for; the face needs it for message_delta.usage.
             out["stream"] = True
@@ -342,7 +306,7 @@ class _Translator:
         if "top_k" in body:
             top_k = body["top_k"]
             if not _is_int(top_k) or top_k < 0:
-                _wrong_type(("top_k",), "an integer >= 0", top_k)
+                wrong_type(("top_k",), "an integer >= 0", top_k)
             _unsupported(
                 ("top_k",),
                 "has no OpenAI Chat Completions equivalent; remove it (or use top_p) for models "
@@ -360,7 +324,7 @@ class _Translator:
         speed = body.get("speed")
         if speed is not None and speed != "standard":
             if speed != "fast":
-                _fail(("speed",), f'must be "standard" or "fast", got {_show(speed)}')
+                fail(("speed",), f'must be "standard" or "fast", got {show(speed)}')
             _unsupported(("speed",), '"fast" is only available on Anthropic models')
         if "cache_control" in body:
             # Top-level automatic caching: a hint, never a change to the answer; OpenAI caches
@@ -372,17 +336,17 @@ class _Translator:
 
     def _between(self, path: Path, value: object, low: int, high: int) -> float | int:
         if not _is_number(value):
-            _wrong_type(path, f"a number between {low} and {high}", value)
+            wrong_type(path, f"a number between {low} and {high}", value)
         assert isinstance(value, int | float)
         if not low <= value <= high:
-            _fail(path, f"must be a number between {low} and {high}, got {_show(value)}")
+            fail(path, f"must be a number between {low} and {high}, got {show(value)}")
         return value
 
     def _stop_sequences(self, value: object) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list):
-            _wrong_type(("stop_sequences",), "an array of strings", value)
+            wrong_type(("stop_sequences",), "an array of strings", value)
         for index, item in enumerate(value):
             _string(("stop_sequences", index), item)
         if len(value) > MAX_STOP_SEQUENCES:
@@ -412,7 +376,7 @@ class _Translator:
         if value == "standard_only":
             out["service_tier"] = "default"
             return
-        _fail(("service_tier",), f'must be "auto" or "standard_only", got {_show(value)}')
+        fail(("service_tier",), f'must be "auto" or "standard_only", got {show(value)}')
 
     def _thinking(self, value: object) -> str | None:
         if value is None:
@@ -420,11 +384,12 @@ class _Translator:
         thinking = _object(("thinking",), value, '{"type": "enabled", "budget_tokens": 2048}')
         kind = thinking.get("type")
         if kind is None:
-            _missing(("thinking", "type"), '"enabled", "adaptive" or "disabled"')
+            missing(("thinking", "type"), '"enabled", "adaptive" or "disabled"')
         display = thinking.get("display")
         if display is not None and display not in ("summarized", "omitted"):
-            _fail(
-                ("thinking", "display"), f'must be "summarized" or "omitted", got {_show(display)}'
+            fail(
+                ("thinking", "display"),
+                f'must be "summarized" or "omitted", got {show(display)}',
             )
         if kind == "enabled":
             _check_keys(
@@ -435,13 +400,13 @@ class _Translator:
             )
             budget = thinking.get("budget_tokens")
             if budget is None:
-                _missing(("thinking", "budget_tokens"), f"an integer >= {MIN_THINKING_BUDGET}")
+                missing(("thinking", "budget_tokens"), f"an integer >= {MIN_THINKING_BUDGET}")
             if not _is_int(budget):
-                _wrong_type(
+                wrong_type(
                     ("thinking", "budget_tokens"), f"an integer >= {MIN_THINKING_BUDGET}", budget
                 )
             if budget < MIN_THINKING_BUDGET:
-                _fail(
+                fail(
                     ("thinking", "budget_tokens"),
                     f"must be >= {MIN_THINKING_BUDGET}, got {budget}",
                 )
@@ -451,9 +416,9 @@ class _Translator:
             # many OpenAI reasoning models); adaptive / between_tools: the model decides.
             _check_keys(("thinking",), thinking, frozenset({"type", "display"}), "thinking config")
             return None
-        _fail(
+        fail(
             ("thinking", "type"),
-            f'must be "enabled", "adaptive" or "disabled", got {_show(kind)}',
+            f'must be "enabled", "adaptive" or "disabled", got {show(kind)}',
         )
 
     def _output_config(self, value: object, out: JSONObject) -> str | None:
@@ -467,13 +432,13 @@ class _Translator:
                 ("output_config", "format"), fmt, '{"type": "json_schema", "schema": {...}}'
             )
             if fmt.get("type") != "json_schema":
-                _fail(
+                fail(
                     ("output_config", "format", "type"),
-                    f'must be "json_schema", got {_show(fmt.get("type"))}',
+                    f'must be "json_schema", got {show(fmt.get("type"))}',
                 )
             schema = fmt.get("schema")
             if not isinstance(schema, dict):
-                _wrong_type(("output_config", "format", "schema"), "a JSON Schema object", schema)
+                wrong_type(("output_config", "format", "schema"), "a JSON Schema object", schema)
             # https://platform.openai.com/docs/guides/structured-outputs: json_schema needs a name.
             out["response_format"] = {
                 "type": "json_schema",
@@ -483,9 +448,9 @@ class _Translator:
         if effort is None:
             return None
         if effort not in _OUTPUT_EFFORTS:
-            _fail(
+            fail(
                 ("output_config", "effort"),
-                f"must be one of {', '.join(_OUTPUT_EFFORTS)}, got {_show(effort)}",
+                f"must be one of {', '.join(_OUTPUT_EFFORTS)}, got {show(effort)}",
             )
         assert isinstance(effort, str)
         return effort
@@ -496,7 +461,7 @@ class _Translator:
         converted: list[JSONObject] = []
         if tools is not None:
             if not isinstance(tools, list):
-                _wrong_type(("tools",), "an array of tools", tools)
+                wrong_type(("tools",), "an array of tools", tools)
             converted = [self._tool(index, tool) for index, tool in enumerate(tools)]
         if converted:
             out["tools"] = converted
@@ -509,7 +474,7 @@ class _Translator:
         _check_keys(path, tool_choice, frozenset(allowed), "tool_choice")
         disable_parallel = tool_choice.get("disable_parallel_tool_use", False)
         if not isinstance(disable_parallel, bool):
-            _wrong_type((*path, "disable_parallel_tool_use"), "true or false", disable_parallel)
+            wrong_type((*path, "disable_parallel_tool_use"), "true or false", disable_parallel)
         mapped: object
         match kind:
             case "auto":
@@ -521,17 +486,18 @@ class _Translator:
             case "tool":
                 name = _string((*path, "name"), tool_choice.get("name"), non_empty=True)
                 if converted and name not in {t["function"]["name"] for t in converted}:
-                    _fail((*path, "name"), f"names {_show(name)}, which is not one of the tools")
+                    fail((*path, "name"), f"names {show(name)}, which is not one of the tools")
                 mapped = {"type": "function", "function": {"name": name}}
             case None:
-                _missing((*path, "type"), '"auto", "any", "tool" or "none"')
+                missing((*path, "type"), '"auto", "any", "tool" or "none"')
             case _:
-                _fail(
-                    (*path, "type"), f'must be "auto", "any", "tool" or "none", got {_show(kind)}'
+                fail(
+                    (*path, "type"),
+                    f'must be "auto", "any", "tool" or "none", got {show(kind)}',
                 )
         if not converted:
             if kind in ("any", "tool"):
-                _fail(path, f"is {_show(kind)} but the request has no tools")
+                fail(path, f"is {show(kind)} but the request has no tools")
             return  # auto / none without tools: what the model does anyway; OpenAI refuses it
         out["tool_choice"] = mapped
         if disable_parallel and kind != "none":
@@ -548,8 +514,8 @@ class _Translator:
             # be given (types/tool_union_param.py).
             _unsupported(
                 (*path, "type"),
-                f"is the Anthropic tool {_show(kind)}"
-                + (f" ({_show(name)})" if isinstance(name, str) else "")
+                f"is the Anthropic tool {show(kind)}"
+                + (f" ({show(name)})" if isinstance(name, str) else "")
                 + ", which only Anthropic models can use; a model served by a non-Anthropic "
                 "upstream takes custom tools with an input_schema only",
             )
@@ -559,18 +525,18 @@ class _Translator:
             function["description"] = _string((*path, "description"), tool["description"])
         schema = tool.get("input_schema")
         if schema is None:
-            _missing((*path, "input_schema"), 'a JSON Schema object, e.g. {"type": "object"}')
+            missing((*path, "input_schema"), 'a JSON Schema object, e.g. {"type": "object"}')
         if not isinstance(schema, dict):
-            _wrong_type((*path, "input_schema"), "a JSON Schema object", schema)
+            wrong_type((*path, "input_schema"), "a JSON Schema object", schema)
         function["parameters"] = schema
         if "strict" in tool:
             if not isinstance(tool["strict"], bool):
-                _wrong_type((*path, "strict"), "true or false", tool["strict"])
+                wrong_type((*path, "strict"), "true or false", tool["strict"])
             function["strict"] = tool["strict"]
         if "cache_control" in tool:
             _object((*path, "cache_control"), tool["cache_control"], '{"type": "ephemeral"}')
         if "eager_input_streaming" in tool and not isinstance(tool["eager_input_streaming"], bool):
-            _wrong_type(
+            wrong_type(
                 (*path, "eager_input_streaming"), "true or false", tool["eager_input_streaming"]
             )
         if tool.get("defer_loading", False) is not False:
@@ -597,13 +563,13 @@ class _Translator:
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
-            _wrong_type(path, "a string or an array of text blocks", value)
+            wrong_type(path, "a string or an array of text blocks", value)
         parts: list[JSONObject] = []
         for index, block in enumerate(value):
             here = (*path, index)
             block = _object(here, block, '{"type": "text", "text": "..."}')
             if block.get("type") != "text":
-                _fail((*here, "type"), f'must be "text" here, got {_show(block.get("type"))}')
+                fail((*here, "type"), f'must be "text" here, got {show(block.get("type"))}')
             parts.append(self._text_part(here, block))
         return parts
 
@@ -612,7 +578,7 @@ class _Translator:
         part: JSONObject = {"type": "text", "text": _string((*path, "text"), block.get("text"))}
         citations = block.get("citations")
         if citations is not None and not isinstance(citations, list):
-            _wrong_type((*path, "citations"), "an array of citations", citations)
+            wrong_type((*path, "citations"), "an array of citations", citations)
         self._cache_control(path, block, part)
         return part
 
@@ -627,11 +593,11 @@ class _Translator:
     def _messages(self, value: object) -> list[JSONObject]:
         path: Path = ("messages",)
         if value is None:
-            _missing(path, 'the conversation, e.g. [{"role": "user", "content": "Hello"}]')
+            missing(path, 'the conversation, e.g. [{"role": "user", "content": "Hello"}]')
         if not isinstance(value, list):
-            _wrong_type(path, "an array of message objects", value)
+            wrong_type(path, "an array of message objects", value)
         if not value:
-            _fail(
+            fail(
                 path,
                 'must contain at least one message, e.g. {"role": "user", "content": "Hello"}',
                 "empty_array",
@@ -644,7 +610,7 @@ class _Translator:
             role = message.get("role")
             content = message.get("content")
             if content is None:
-                _missing((*here, "content"), "a string or an array of content blocks")
+                missing((*here, "content"), "a string or an array of content blocks")
             match role:
                 case "user":
                     out += self._user(here, content)
@@ -655,21 +621,21 @@ class _Translator:
                     if text != "" and text != []:
                         out.append({"role": "system", "content": text})
                 case None:
-                    _missing((*here, "role"), '"user" or "assistant"')
+                    missing((*here, "role"), '"user" or "assistant"')
                 case _:
-                    _fail((*here, "role"), f'must be "user" or "assistant", got {_show(role)}')
+                    fail((*here, "role"), f'must be "user" or "assistant", got {show(role)}')
         return out
 
     def _blocks(self, path: Path, content: object) -> list[JSONObject]:
         if not isinstance(content, list):
-            _wrong_type(path, "a string or an array of content blocks", content)
+            wrong_type(path, "a string or an array of content blocks", content)
         for index, block in enumerate(content):
             here = (*path, index)
             block = _object(here, block, '{"type": "text", "text": "..."}')
             if block.get("type") is None:
-                _missing((*here, "type"), '"text", "image", "tool_use", "tool_result", ...')
+                missing((*here, "type"), '"text", "image", "tool_use", "tool_result", ...')
             if not isinstance(block.get("type"), str):
-                _wrong_type((*here, "type"), "a string", block.get("type"))
+                wrong_type((*here, "type"), "a string", block.get("type"))
         return content
 
     def _user(self, path: Path, content: object) -> list[JSONObject]:
@@ -693,9 +659,9 @@ class _Translator:
                     tool_messages.append(message)
                     hoisted += images
                 case "thinking" | "redacted_thinking" | "tool_use":
-                    _fail(
+                    fail(
                         (*here, "type"),
-                        f"{_show(block['type'])} blocks belong in assistant messages",
+                        f"{show(block['type'])} blocks belong in assistant messages",
                     )
                 case kind:
                     self._unknown_block(here, kind)
@@ -722,7 +688,7 @@ class _Translator:
                     thinking = _string((*here, "thinking"), block.get("thinking"))
                     signature = block.get("signature", "")
                     if not isinstance(signature, str):
-                        _wrong_type((*here, "signature"), "a string", signature)
+                        wrong_type((*here, "signature"), "a string", signature)
                     reasoning.append(thinking)
                     if signature:  # only Anthropic can check it; kept for a route back there
                         thinking_blocks.append(
@@ -735,7 +701,10 @@ class _Translator:
                 case "tool_use":
                     calls.append(self._tool_use(here, block))
                 case "image" | "document" | "tool_result":
-                    _fail((*here, "type"), f"{_show(block['type'])} blocks belong in user messages")
+                    fail(
+                        (*here, "type"),
+                        f"{show(block['type'])} blocks belong in user messages",
+                    )
                 case kind:
                     self._unknown_block(here, kind)
         message: JSONObject = {"role": "assistant"}
@@ -764,9 +733,9 @@ class _Translator:
                 "container_upload",
             )
         ):
-            _unsupported((*path, "type"), f"{_show(kind)}: {_SERVER_BLOCK_HINT}")
+            _unsupported((*path, "type"), f"{show(kind)}: {_SERVER_BLOCK_HINT}")
         _unsupported(
-            (*path, "type"), f"{_show(kind)} is not a content block this proxy can translate"
+            (*path, "type"), f"{show(kind)} is not a content block this proxy can translate"
         )
 
     def _image(self, path: Path, block: JSONObject) -> JSONObject:
@@ -778,9 +747,9 @@ class _Translator:
         if kind == "base64":
             media_type = source.get("media_type")
             if media_type not in IMAGE_MEDIA_TYPES:
-                _fail(
+                fail(
                     (*path, "source", "media_type"),
-                    f"must be one of {', '.join(IMAGE_MEDIA_TYPES)}, got {_show(media_type)}",
+                    f"must be one of {', '.join(IMAGE_MEDIA_TYPES)}, got {show(media_type)}",
                 )
             data = _string((*path, "source", "data"), source.get("data"), non_empty=True)
             url = f"data:{media_type};base64,{data}"  # RFC 2397
@@ -793,7 +762,7 @@ class _Translator:
                 "cannot read; send the image as base64",
             )
         else:
-            _fail((*path, "source", "type"), f'must be "base64" or "url", got {_show(kind)}')
+            fail((*path, "source", "type"), f'must be "base64" or "url", got {show(kind)}')
         part: JSONObject = {"type": "image_url", "image_url": {"url": url}}
         self._cache_control(path, block, {})  # checked; only text parts carry it (doc)
         return part
@@ -816,9 +785,9 @@ class _Translator:
         if kind == "base64":
             media_type = source.get("media_type")
             if media_type != "application/pdf":
-                _fail(
+                fail(
                     (*path, "source", "media_type"),
-                    f'must be "application/pdf", got {_show(media_type)}',
+                    f'must be "application/pdf", got {show(media_type)}',
                 )
             data = _string((*path, "source", "data"), source.get("data"), non_empty=True)
             # OpenAI file parts: {"file": {"filename", "file_data": data URL}}
@@ -832,9 +801,9 @@ class _Translator:
             }
         if kind == "text":
             if source.get("media_type") != "text/plain":
-                _fail(
+                fail(
                     (*path, "source", "media_type"),
-                    f'must be "text/plain", got {_show(source.get("media_type"))}',
+                    f'must be "text/plain", got {show(source.get("media_type"))}',
                 )
             if title is not None:
                 _unsupported(
@@ -844,10 +813,10 @@ class _Translator:
         if kind in ("url", "file", "content"):
             _unsupported(
                 (*path, "source", "type"),
-                f"{_show(kind)} documents cannot be sent to a non-Anthropic upstream; "
+                f"{show(kind)} documents cannot be sent to a non-Anthropic upstream; "
                 "send the PDF as base64",
             )
-        _fail((*path, "source", "type"), f'must be "base64" or "text", got {_show(kind)}')
+        fail((*path, "source", "type"), f'must be "base64" or "text", got {show(kind)}')
 
     def _tool_use(self, path: Path, block: JSONObject) -> JSONObject:
         _check_keys(path, block, _TOOL_USE_KEYS, "tool_use block")
@@ -856,9 +825,9 @@ class _Translator:
             _unsupported((*path, "caller"), "names Anthropic's code execution tool")
         tool_input = block.get("input")
         if tool_input is None:
-            _missing((*path, "input"), "the tool's input object")
+            missing((*path, "input"), "the tool's input object")
         if not isinstance(tool_input, dict):
-            _wrong_type((*path, "input"), "an object", tool_input)
+            wrong_type((*path, "input"), "an object", tool_input)
         self._cache_control(path, block, {})
         return {
             "id": _string((*path, "id"), block.get("id"), non_empty=True),
@@ -874,7 +843,7 @@ class _Translator:
         call_id = _string((*path, "tool_use_id"), block.get("tool_use_id"), non_empty=True)
         is_error = block.get("is_error", False)
         if not isinstance(is_error, bool):
-            _wrong_type((*path, "is_error"), "true or false", is_error)
+            wrong_type((*path, "is_error"), "true or false", is_error)
         self._cache_control(path, block, {})
         content = block.get("content", "")
         images: list[JSONObject] = []
@@ -896,11 +865,11 @@ class _Translator:
                         # that follows the tool messages.
                         images.append(self._image(here, item))
                     case None:
-                        _missing((*here, "type"), '"text" or "image"')
+                        missing((*here, "type"), '"text" or "image"')
                     case kind:
                         _unsupported(
                             (*here, "type"),
-                            f"{_show(kind)} in a tool_result cannot be sent to a non-Anthropic "
+                            f"{show(kind)} in a tool_result cannot be sent to a non-Anthropic "
                             "upstream; only text and image are",
                         )
             if not parts:
@@ -910,9 +879,7 @@ class _Translator:
             else:
                 result = parts
         else:
-            _wrong_type(
-                (*path, "content"), "a string or an array of text and image blocks", content
-            )
+            wrong_type((*path, "content"), "a string or an array of text and image blocks", content)
         if is_error:
             # Chat has no error flag on tool messages; the model is told in the content.
             if isinstance(result, str):
