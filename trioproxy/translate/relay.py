@@ -117,7 +117,7 @@ class RelayWatch:
         self._terminal = _TERMINAL[dialect]
         self.done = False
         self.usage: JSONObject | None = None
-        self._input_tokens = 0
+        self._counts: dict[str, int] = {}  # the usage counters seen so far
 
     def feed(self, event: SSEEvent) -> None:
         name = event.event
@@ -144,23 +144,39 @@ class RelayWatch:
         if not isinstance(usage, dict):
             usage = payload.get("usage")
         if isinstance(usage, dict):
-            if "input_tokens" in usage and isinstance(usage["input_tokens"], int):
-                self._input_tokens = usage["input_tokens"] or self._input_tokens
-            self.usage = relay_usage(usage, input_tokens=self._input_tokens)
+            # Anthropic's counts are cumulative, spread over message_start (input, cache) and
+            # message_delta (output; input again in newer versions, maybe as 0): keep the
+            # largest of each, so a later event never loses an earlier count.
+            for name, count in usage.items():
+                if isinstance(count, int) and not isinstance(count, bool):
+                    self._counts[name] = max(count, self._counts.get(name, 0))
+            self.usage = relay_usage(self._counts)
 
     def finish(self) -> None:
         if not self.done:
             raise UpstreamProtocolError("the upstream's event stream ended before its last event")
 
 
-def relay_usage(usage: dict[str, Any], *, input_tokens: int = 0) -> JSONObject:
-    """An Anthropic or Responses `usage` object in OpenAI's shape, for logs and metrics."""
-    prompt = usage.get("input_tokens") or input_tokens
-    completion = usage.get("output_tokens") or 0
-    prompt = prompt if isinstance(prompt, int) else 0
-    completion = completion if isinstance(completion, int) else 0
+def relay_usage(usage: dict[str, Any]) -> JSONObject:
+    """An Anthropic or Responses `usage` object in OpenAI's shape, for logs, metrics and `tpm`.
+
+    Anthropic's `input_tokens` leaves out cache reads and writes, which come as their own
+    fields; OpenAI's `prompt_tokens` includes them (`openai_usage` in
+    translate/anthropic_response.py), so they are added here: a relayed answer counts as the
+    same answer translated would. The Responses API's `input_tokens` already includes its cached
+    tokens and has no such fields.
+    """
+    prompt = sum(
+        _count(usage.get(name))
+        for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
+    completion = _count(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
