@@ -1049,7 +1049,7 @@ def test_the_shipped_commented_examples_parse_when_uncommented() -> None:
         text = text.replace(example, example[2:])
     text = re.sub(r"^; (headers =|    HTTP-Referer|    X-Title)", r"\1", text, flags=re.MULTILINE)
     text = re.sub(
-        r"^; (\[key:alice\]|key =|models =|max_concurrent =|rpm =)", r"\1", text, flags=re.MULTILINE
+        r"^; (\[key:alice\]|key =|models =|max_concurrent =|rpm =|tpm =)", r"\1", text, flags=re.MULTILINE
     )
     config = parse_config(text, {"TRIOPROXY_METRICS_KEY": SECRET, "ALICE_PROXY_KEY": OTHER_SECRET})
     assert config.proxy.metrics_key == SECRET

@@ -29,7 +29,19 @@ PURE = [
 ]
 # The IO edge, from the inside out: logging setup, upstream client, engine, service + pump,
 # faces, servers, entry points.
-IO = ["logs", "store", "upstream", "engine", "service", "pump", "faces", "servers", "server", "embed", "cli"]
+IO = [
+    "logs",
+    "store",
+    "upstream",
+    "engine",
+    "service",
+    "pump",
+    "faces",
+    "servers",
+    "server",
+    "embed",
+    "cli",
+]
 ENTRY = {"__init__", "__main__"}
 IO_LIBS = {"trio", "h11", "hypercorn", "wsproto", "trio_websocket", "socket", "ssl", "asyncio"}
 IO_MODULES = {"trioproxy." + name for name in IO}

@@ -423,3 +423,59 @@ async def test_the_next_admission_carries_the_last_release(redis_server: RedisSe
         store.release(key, lease)
     assert await poll_until(lambda: not redis_server.integer("EXISTS", "t22:{team}:c"), 5)
     await store.aclose()
+
+
+# -- token-rate limits (tpm) ---------------------------------------------------------------------
+
+
+async def test_a_debit_is_carried_by_the_keys_next_admission(redis_server: RedisServer) -> None:
+    # The tokens a request used reach Redis with the key's next admission on this instance, in
+    # its one round trip: the next request sees them at once, not after the background task.
+    store = _store(redis_server)
+    key = ClientKey("team", "sk", tpm=60)  # a token a second
+    await store.admit(key)
+    store.debit(key, 90)  # 30 below zero
+    with pytest.raises(RateLimited) as info:
+        await store.admit(key)
+    assert 29 <= int(dict(info.value.headers)["retry-after"]) <= 31
+    assert "60 tokens per minute" in info.value.message
+    assert float(redis_server.command("HGET", "t22:{team}:t", "tokens")) < -29
+    await store.aclose()
+
+
+async def test_two_instances_on_one_redis_share_one_token_rate(
+    redis_server: RedisServer, http: HTTPClient
+) -> None:
+    ini = _ini(redis_server.url, "tpm = 30")
+    async with trio.open_nursery() as nursery:
+        a, b = await _instances(nursery, http, ini, 2)
+        first = await a.post(stream=False)
+        used = json.loads(first.body)["usage"]["total_tokens"]
+        # a's debit reaches Redis by a's background task (no next admission on a carries it).
+        await poll_until(lambda: redis_server.command("EXISTS", "t22:{team}:t") == b":1", 5)
+        refused = await b.post(stream=False)
+        nursery.cancel_scope.cancel()
+    assert first.status == 200
+    assert used > 30
+    assert refused.status == 429
+    # 30 tokens a minute: above zero again after (used - 30) * 2 s, on either instance.
+    assert abs(int(refused.headers["retry-after"]) - (used - 30) * 2) <= 2
+    assert "token rate limit" in json.loads(refused.body)["error"]["message"]
+
+
+async def test_tokens_used_while_redis_was_down_are_debited_when_it_is_back(
+    redis_server: RedisServer, http: HTTPClient
+) -> None:
+    ini = _ini(redis_server.url, "tpm = 100000")
+    async with trio.open_nursery() as nursery:
+        (a,) = await _instances(nursery, http, ini, 1)
+        redis_server.stop()
+        during = await a.post(stream=False)  # admitted by the local limiter
+        used = json.loads(during.body)["usage"]["total_tokens"]
+        redis_server.start()  # empty
+        await a.wait_store_ok()
+        await poll_until(lambda: redis_server.command("EXISTS", "t22:{team}:t") == b":1", 5)
+        nursery.cancel_scope.cancel()
+    assert during.status == 200
+    tokens = float(redis_server.command("HGET", "t22:{team}:t", "tokens"))
+    assert 100000 - used - 1 <= tokens <= 100000 - used + 1

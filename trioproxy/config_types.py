@@ -64,6 +64,7 @@ class ClientKey:
     models: tuple[str, ...] = ()  # fnmatch patterns the key may use; empty = every model
     max_concurrent: int | None = None  # requests in flight at once
     rpm: float | None = None  # requests per minute (token bucket, burst = rpm)
+    tpm: int | None = None  # tokens per minute, prompt + completion (token bucket, burst = tpm)
 
 
 @dataclass(frozen=True, slots=True)

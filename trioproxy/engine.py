@@ -245,6 +245,7 @@ class Engine:
                 emitted = True
                 accept()  # a no-op unless a path forgot to accept first
                 record.first_byte = trio.current_time()
+            record.chunks += len(chunks)
             await emit(chunks)
 
         async def events_once_started(events: list[SSEEvent]) -> None:
@@ -252,6 +253,7 @@ class Engine:
             if not emitted:
                 emitted = True
                 record.first_byte = trio.current_time()
+            record.chunks += len(events)
             assert emit_events is not None
             await emit_events(events)
 

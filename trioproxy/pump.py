@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import trio
 
 from trioproxy.errors import ProxyError, ServerShutdown
+from trioproxy.limits import tokens_used
 from trioproxy.record import Outcome
+from trioproxy.translate.from_anthropic_count import estimate_input_tokens
 
 if TYPE_CHECKING:
     from trioproxy.config_types import ClientKey
@@ -111,7 +113,7 @@ async def handle(
             with lifecycle.admitted(stream=stream):
                 await _run(service, body, caller, record, sink, stream, passthrough)
         finally:
-            lease.release()
+            lease.release(tokens_spent(record, body) if caller.tpm is not None else 0)
     finally:
         if record.outcome is None:  # cancelled by the face: the client left
             record.outcome = Outcome.CLIENT_CANCELLED
@@ -169,6 +171,30 @@ async def _run(
         await writer.fail(failure)
     else:
         await sink.fail(failure, committed=False)
+
+
+def tokens_spent(record: RequestRecord, body: dict[str, Any]) -> int:
+    """The tokens a request cost its key, for `tpm` (limits.py).
+
+    The upstream's usage when it came. Without it (the client left, or the stream broke, before
+    the usage chunk), an estimate, so that leaving early is no way around `tpm`: the prompt as
+    `count_tokens` estimates it (translate/from_anthropic_count.py) plus one token per chunk
+    sent, if the answer had begun, or if the request was with an upstream when it was cut off
+    (the upstream may have read the prompt). Nothing for a request no upstream took: refused
+    before it, or failed with an error status (which providers do not bill).
+    """
+    used = tokens_used(record.usage)
+    if used is not None:
+        return used
+    began = record.first_byte is not None
+    cut_off = record.outcome in _CUT_OFF and record.upstream != "-"
+    if not (began or cut_off):
+        return 0
+    return estimate_input_tokens(body) + record.chunks
+
+
+# Outcomes that leave a request's usage unknown though its upstream may have worked on it.
+_CUT_OFF = frozenset({None, Outcome.CLIENT_CANCELLED, Outcome.TIMEOUT, Outcome.SHUTDOWN})
 
 
 class KeepAlives:

@@ -47,6 +47,9 @@ class RequestRecord:
     retries: int = 0
     relayed: bool = False  # the upstream spoke the client's dialect: its answer went unchanged
     usage: dict[str, Any] | None = None
+    # Stream chunks (or relayed events) sent to the client: about one token each, the estimate of
+    # the output for a key's `tpm` when the stream ended before its usage (pump.py).
+    chunks: int = 0
     attempts: list[str] = field(default_factory=list)  # "anthropic:529", for the access log
     # The id the upstream gave its answer (Anthropic's `request-id`, OpenAI's `x-request-id`),
     # from the last upstream response, success or error: the face sends it as

@@ -8,9 +8,9 @@ DESIGN.md: "Every /v1/... route requires a valid key whenever keys are configure
 - `[proxy] api_keys_file = PATH`: one `KEY` or `NAME KEY` per line, `#` comments. `parse_config`
   does no IO: it looks the path up in its `files` argument; `load_config` supplies a mapping that
   reads the file, relative to the config file's directory.
-- `[key:NAME]` sections: `key`, `models` (fnmatch patterns), `max_concurrent`, `rpm`. A key that
-  resolves empty is skipped with a warning, unless that leaves no key at all where some were
-  configured: then it is an error, so a missing variable never silently turns auth off.
+- `[key:NAME]` sections: `key`, `models` (fnmatch patterns), `max_concurrent`, `rpm`, `tpm`. A
+  key that resolves empty is skipped with a warning, unless that leaves no key at all where some
+  were configured: then it is an error, so a missing variable never silently turns auth off.
 - Names are unique; two names with the same key are an error.
 
 Invariant: no message names a key, only where it was written ("proxy.ini line 4: [proxy]
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KEY_KEYS", "client_keys"]
 
-KEY_KEYS = ("key", "models", "max_concurrent", "rpm")
+KEY_KEYS = ("key", "models", "max_concurrent", "rpm", "tpm")
 _SHORT_KEY = 16  # characters; below this a client key is guessable, so say so
 
 
@@ -47,6 +47,7 @@ class _KeyItem:
     models: tuple[str, ...] = ()
     max_concurrent: int | None = None
     rpm: float | None = None
+    tpm: int | None = None
 
 
 def client_keys(section: Section, key_sections: list[Section]) -> tuple[tuple[ClientKey, ...], str]:
@@ -169,6 +170,7 @@ def _key_section(section: Section) -> _KeyItem | str:
         models=models,
         max_concurrent=section.optional_integer("max_concurrent", minimum=1),
         rpm=rpm_value,
+        tpm=section.optional_integer("tpm", minimum=1),
     )
 
 
@@ -208,6 +210,7 @@ def _number_keys(ctx: Context, items: list[_KeyItem]) -> tuple[ClientKey, ...]:
                 models=item.models,
                 max_concurrent=item.max_concurrent,
                 rpm=item.rpm,
+                tpm=item.tpm,
             )
         )
     return tuple(keys)

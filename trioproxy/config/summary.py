@@ -50,6 +50,8 @@ def describe(config: ProxyConfig) -> str:
                 limits.append(f"{key.max_concurrent} at once")
             if key.rpm is not None:
                 limits.append(f"{key.rpm:g}/min")
+            if key.tpm is not None:
+                limits.append(f"{key.tpm} tokens/min")
             described.append(key.name + (f" ({'; '.join(limits)})" if limits else ""))
         count = f"{len(proxy.keys)} client key" + ("s" if len(proxy.keys) != 1 else "")
         lines.append(f"auth: on, {count}: {', '.join(described)}")

@@ -27,12 +27,16 @@ class SharedLimits(Protocol):
         """True while the store is unavailable and requests use local limits."""
 
     async def admit(self, key: ClientKey) -> str:
-        """Admit one request for `key` (its rpm and max_concurrent) or raise `RateLimited`.
+        """Admit one request for `key` (its rpm, tpm and max_concurrent) or raise `RateLimited`.
         Returns the lease id of its concurrency slot ("" without max_concurrent). Raises
         `StoreUnavailable` within the store's timeout when the store cannot answer."""
 
     def release(self, key: ClientKey, lease: str) -> None:
         """Give the slot `lease` back. Never blocks; the store catches up in the background."""
+
+    def debit(self, key: ClientKey, tokens: int) -> None:
+        """Take `tokens` (used by a request that ended) from `key`'s token-rate bucket. Never
+        blocks; sent with the key's next admission or by the background task."""
 
     async def open(self) -> bool:
         """Connect now rather than at the first request; True if the store answers."""

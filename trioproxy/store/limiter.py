@@ -1,7 +1,7 @@
 """Admission against per-key limits, shared through a store when there is one.
 
 Stage: the IO edge, called by the pump before a request runs (`admit`) and when it ends
-(`Lease.release`). Theory of operation:
+(`Lease.release`, with the tokens the request used). Theory of operation:
 
 - No shared store (`store = memory`), or a key with no limits: this process's `KeyLimiter` decides.
 - A shared store that is up: it decides, in one round trip bounded by `store_timeout`; the local
@@ -17,6 +17,8 @@ A request never fails because of the store: `StoreUnavailable` stops here.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import trio
 
 from trioproxy.limits import KeyLimiter
 from trioproxy.store.base import StoreUnavailable
@@ -45,15 +47,24 @@ class Lease:
         """Whether the shared store admitted this request (rather than the local limiter)."""
         return self._shared is not None
 
-    def release(self) -> None:
-        """Give the request's concurrency slot back. Idempotent; never blocks."""
+    def release(self, tokens: int = 0) -> None:
+        """Give the request's concurrency slot back and take the `tokens` it used from the
+        key's token-rate bucket (`tpm`). Idempotent; never blocks."""
         if self._released:
             return
         self._released = True
-        self._limiter.local.release(self.key)
+        local = self._limiter.local
+        local.release(self.key)
         store = self._limiter.shared
         if self._shared and store is not None:
             store.release(self.key, self._shared)
+        if tokens > 0 and self.key.tpm is not None:
+            # Both buckets, however the request was admitted: the shared one counts what every
+            # instance used (this request's tokens were spent even if the store was down when
+            # it started), the local one what this instance used, for a fallback.
+            local.debit(self.key, tokens, trio.current_time())
+            if store is not None:
+                store.debit(self.key, tokens)
 
 
 class Limiter:
@@ -81,7 +92,8 @@ class Limiter:
         """Admit one request for `key` or raise `RateLimited`. `now` is trio's clock, for the
         local limiter. Waits at most `store_timeout` for the store."""
         store = self.shared
-        if store is not None and (key.rpm is not None or key.max_concurrent is not None):
+        limited = key.rpm is not None or key.max_concurrent is not None or key.tpm is not None
+        if store is not None and limited:
             if not store.degraded:
                 try:
                     lease = await store.admit(key)

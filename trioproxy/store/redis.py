@@ -10,13 +10,18 @@ What lives in Redis, per client key NAME (under `store_prefix`, default "triopro
   expiry (ms). A slot is a lease of `LEASE_TTL` seconds; this instance renews the leases it holds
   every `LEASE_TTL / 3`, and deletes each one when its request ends. An instance that dies stops
   renewing, and its slots free themselves within `LEASE_TTL`.
-The braces make both keys of a client key hash to one Redis Cluster slot, so one script may touch
-both (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
+- `{prefix}{NAME}:t`, a hash {tokens, ts}: the token-rate bucket (`tpm`, burst = tpm), the same
+  bucket as trioproxy/limits.py. A request is admitted while it is above zero; the tokens a
+  request used are debited when it ends, carried by the key's next admission on this instance
+  (or sent by the background task after `RELEASE_DELAY`), so the bucket may go below zero.
+The braces make the keys of a client key hash to one Redis Cluster slot, so one script may touch
+them all (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
 
-One request costs one round trip: `_ADMIT` checks and takes both limits atomically (a Lua script
-runs alone on the server: https://redis.io/docs/latest/develop/interact/programmability/eval-intro/),
-with the server's clock (`TIME`), so instances with skewed clocks agree. Releases and renewals are
-batched by one background task, off the request path.
+One request costs one round trip: `_ADMIT` checks and takes all three limits atomically (a Lua
+script runs alone on the server:
+https://redis.io/docs/latest/develop/interact/programmability/eval-intro/),
+with the server's clock (`TIME`), so instances with skewed clocks agree. Releases, token debits
+and renewals are batched by one background task, off the request path.
 
 Failure: every request-path call is bounded by `store_timeout`; a timeout or an error marks the
 store degraded (logged once, counted in /metrics), the request falls back to local limits, and
@@ -48,7 +53,7 @@ import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
-from trioproxy.limits import concurrency_limited, rate_limited
+from trioproxy.limits import concurrency_limited, rate_limited, tokens_limited
 from trioproxy.store.base import StoreUnavailable, store_location
 from trioproxy.store.health import SharedHealth
 
@@ -86,18 +91,48 @@ HEALTH_REFRESH = 0.1
 HEALTH_GRACE = 600.0
 HEALTH_TTL = 86_400.0
 
-# KEYS: rate bucket, lease set. ARGV: rpm (0: none), max_concurrent (-1: none), lease id, lease
-# TTL (ms), then leases of this key to release first (carried from ended requests). Returns {0}
-# when admitted, {1} at max_concurrent, {2, ms until a token} when the bucket is empty. Integers
-# only: Redis truncates Lua numbers in replies.
-_ADMIT = """
+# The token-rate bucket (`tpm`), shared by _ADMIT and _DEBIT: refilled at tpm per minute up to
+# tpm, less `debit` (tokens used by ended requests), which may take it below zero. Written only
+# when something was debited (a refill alone is recomputed from `ts` the next time), and kept
+# until it would be full again: a missing bucket is a full one.
+_TOKEN_BUCKET = """
+local function token_bucket(key, tpm, debit, now)
+  local per_ms = tpm / 60000
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or tpm
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(tpm, tokens + math.max(0, now - ts) * per_ms) - debit
+  if debit > 0 then
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', now)
+    redis.call('PEXPIRE', key, math.ceil((tpm - tokens) / per_ms) + 1000)
+  end
+  return tokens, per_ms
+end
+"""
+
+# KEYS: rate bucket, lease set, token bucket. ARGV: rpm (0: none), max_concurrent (-1: none),
+# lease id, lease TTL (ms), tpm (0: none), tokens to debit first, then leases of this key to
+# release first (both carried from ended requests). Returns {0} when admitted, {1} at
+# max_concurrent, {2, ms until a request token} when the request bucket is empty, {3, ms until
+# the token bucket is above zero} when it is spent. Integers only: Redis truncates Lua numbers
+# in replies. The token bucket is checked before the request bucket, so a request refused for
+# its tokens does not spend a request.
+_ADMIT = (
+    _TOKEN_BUCKET
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[4])
-for i = 5, #ARGV do
+local tpm = tonumber(ARGV[5])
+local debit = tonumber(ARGV[6])
+for i = 7, #ARGV do
   redis.call('ZREM', KEYS[2], ARGV[i])
+end
+local tokens, tokens_per_ms = 0, 0
+if tpm > 0 then
+  tokens, tokens_per_ms = token_bucket(KEYS[3], tpm, debit, now)
 end
 if cap >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -105,16 +140,19 @@ if cap >= 0 then
     return {1}
   end
 end
+if tpm > 0 and tokens <= 0 then
+  return {3, math.max(1, math.ceil(-tokens / tokens_per_ms))}
+end
 if rpm > 0 then
   local per_ms = rpm / 60000
   local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-  local tokens = tonumber(bucket[1]) or rpm
+  local left = tonumber(bucket[1]) or rpm
   local ts = tonumber(bucket[2]) or now
-  tokens = math.min(rpm, tokens + math.max(0, now - ts) * per_ms)
-  if tokens < 1 then
-    return {2, math.ceil((1 - tokens) / per_ms)}
+  left = math.min(rpm, left + math.max(0, now - ts) * per_ms)
+  if left < 1 then
+    return {2, math.ceil((1 - left) / per_ms)}
   end
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', now)
+  redis.call('HSET', KEYS[1], 'tokens', tostring(left - 1), 'ts', now)
   redis.call('PEXPIRE', KEYS[1], 60000)
 end
 if cap >= 0 then
@@ -123,6 +161,20 @@ if cap >= 0 then
 end
 return {0}
 """
+)
+
+# KEYS: token buckets. ARGV: per key, its tpm and the tokens to debit.
+_DEBIT = (
+    _TOKEN_BUCKET
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  token_bucket(KEYS[i], tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i]), now)
+end
+return #KEYS
+"""
+)
 
 # KEYS: lease sets. ARGV: lease TTL (ms), then per key: how many leases, the lease ids. Plain
 # ZADD, not XX: a lease Redis lost (a restart) is written again.
@@ -283,6 +335,7 @@ class RedisStore:
         self._held: dict[str, set[str]] = {}  # lease-set key -> this instance's leases in it
         self._pending: dict[str, list[str]] = {}  # lease-set key -> leases to delete
         self._pending_count = 0
+        self._debits: dict[str, tuple[int, int]] = {}  # token-bucket key -> (tpm, tokens)
         self._health: SharedHealth | None = None  # the key pools' health, once asked for
         self._health_key = f"{prefix}upstream-health"
         self._health_refresh = health_refresh
@@ -330,13 +383,16 @@ class RedisStore:
     async def admit(self, key: ClientKey) -> str:
         self._ensure_running()
         lease = f"{self._instance}:{next(self._serial)}" if key.max_concurrent is not None else ""
-        keys = [self._key(key, "r"), self._key(key, "c")]
+        keys = [self._key(key, "r"), self._key(key, "c"), self._key(key, "t")]
         carried = self._take_pending(keys[1])
+        debit = self._debits.pop(keys[2], (0, 0))[1] if key.tpm is not None else 0
         args = [
             key.rpm if key.rpm is not None else 0,
             key.max_concurrent if key.max_concurrent is not None else -1,
             lease,
             self._lease_ttl_ms,
+            key.tpm if key.tpm is not None else 0,
+            debit,
             *carried,
         ]
         verdict = (-1, 0)
@@ -348,10 +404,14 @@ class RedisStore:
             # and in a local decision, never in a failed request (DESIGN.md: never a 500).
             except Exception as exc:
                 self._put_back(keys[1], carried)
+                self._put_back_debit(key, debit)
                 self._fail("error", exc)
                 raise StoreUnavailable(str(exc)) from exc
         if scope.cancelled_caught:
-            self._put_back(keys[1], carried)  # deleting twice is harmless
+            # Deleting a lease twice is harmless; a debit the server may already have applied
+            # is applied again, which errs towards the limit.
+            self._put_back(keys[1], carried)
+            self._put_back_debit(key, debit)
         if scope.cancelled_caught and not self._ready.is_set():
             # Still connecting (the first requests after start-up, unless `open()` was awaited):
             # local limits for this one; the start-up task reports a store that is really down.
@@ -365,6 +425,8 @@ class RedisStore:
             raise concurrency_limited(key)
         if verdict[0] == 2:
             raise rate_limited(key, verdict[1] / 1000.0)
+        if verdict[0] == 3:
+            raise tokens_limited(key, verdict[1] / 1000.0)
         if lease:
             self._held.setdefault(keys[1], set()).add(lease)
         return lease
@@ -379,6 +441,12 @@ class RedisStore:
         if self._pending_count < MAX_PENDING_RELEASES:
             self._pending.setdefault(set_key, []).append(lease)
             self._pending_count += 1
+        self._wake.set()
+
+    def debit(self, key: ClientKey, tokens: int) -> None:
+        if key.tpm is None or tokens <= 0:
+            return
+        self._put_back_debit(key, tokens)
         self._wake.set()
 
     async def aclose(self) -> None:
@@ -400,6 +468,14 @@ class RedisStore:
         if leases:
             self._pending.setdefault(set_key, [])[:0] = leases
             self._pending_count += len(leases)
+
+    def _put_back_debit(self, key: ClientKey, tokens: int) -> None:
+        """Add `tokens` to what waits to be debited from `key`'s bucket (one sum per key, so
+        debits kept while the store is down take no more room than the keys)."""
+        if key.tpm is None or tokens <= 0:
+            return
+        bucket = self._key(key, "t")
+        self._debits[bucket] = (key.tpm, self._debits.get(bucket, (0, 0))[1] + tokens)
 
     def _key(self, key: ClientKey, kind: str) -> str:
         return f"{self._prefix}{{{key.name}}}:{kind}"
@@ -474,11 +550,12 @@ class RedisStore:
             if self._degraded:
                 wake_at = min(wake_at, trio.current_time() + self._probe_interval)
             health_dirty = self._health is not None and self._health.dirty
-            if not (self._pending or health_dirty) or self._degraded:
+            if not (self._pending or self._debits or health_dirty) or self._degraded:
                 with trio.move_on_at(wake_at):
                     await self._wake.wait()
             self._wake = trio.Event()
-            if self._pending and not self._degraded and not self._closed.is_set():
+            settling = self._pending or self._debits
+            if settling and not self._degraded and not self._closed.is_set():
                 await trio.sleep(RELEASE_DELAY)  # a next admission may carry them
             now = trio.current_time()
             renew = now >= next_renew or self._degraded
@@ -499,6 +576,7 @@ class RedisStore:
         """One batch: probe if degraded, releases, renewals, the shared health (`sync`). True
         if the store answered."""
         batch = [(k, m) for k in list(self._pending) for m in self._take_pending(k)]
+        debits, self._debits = self._debits, {}
         try:
             with trio.fail_after(BACKGROUND_TIMEOUT):
                 client = self._scripts()
@@ -510,6 +588,10 @@ class RedisStore:
                         self._health.republish()
                 if batch:
                     await client.release([k for k, _ in batch], [m for _, m in batch])
+                    batch = []
+                if debits:
+                    await client.debit(list(debits), [n for pair in debits.values() for n in pair])
+                    debits = {}
                 if renew and self._held:
                     args: list[str | int] = [self._lease_ttl_ms]
                     for leases in self._held.values():
@@ -518,11 +600,11 @@ class RedisStore:
                 if sync:
                     await self._sync_health(client)
         except trio.TooSlowError as exc:
-            self._requeue(batch)
+            self._requeue(batch, debits)
             self._fail("timeout", exc)
             return False
         except Exception as exc:  # as in admit: any store failure means "unavailable"
-            self._requeue(batch)
+            self._requeue(batch, debits)
             self._fail("error", exc)
             return False
         if self._degraded:
@@ -550,9 +632,13 @@ class RedisStore:
             health.restore(taken)
             raise
 
-    def _requeue(self, batch: list[tuple[str, str]]) -> None:
+    def _requeue(self, batch: list[tuple[str, str]], debits: dict[str, tuple[int, int]]) -> None:
+        """Keep what a failed batch did not deliver (a release or debit that timed out may
+        have landed: deleting twice is harmless, debiting twice errs towards the limit)."""
         for set_key, lease in batch:
             self._put_back(set_key, [lease])
+        for bucket, (tpm, tokens) in debits.items():
+            self._debits[bucket] = (tpm, self._debits.get(bucket, (0, 0))[1] + tokens)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -588,8 +674,9 @@ class _Client:
         self.admit: Script[bytes] = redis.register_script(_ADMIT)
         self.renew: Script[bytes] = redis.register_script(_RENEW)
         self.release: Script[bytes] = redis.register_script(_RELEASE)
+        self.debit: Script[bytes] = redis.register_script(_DEBIT)
         self.health: Script[bytes] = redis.register_script(_HEALTH)
-        self.scripts = (self.admit, self.renew, self.release, self.health)
+        self.scripts = (self.admit, self.renew, self.release, self.debit, self.health)
 
 
 def _verdict(reply: Any) -> tuple[int, int]:

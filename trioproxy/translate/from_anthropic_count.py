@@ -107,7 +107,8 @@ class _Counter:
         kind = block.get("type")
         if kind in _SKIPPED_BLOCKS:
             return
-        if kind == "image":
+        # "image_url": the same image in a Chat Completions body (the pump estimates those too).
+        if kind in ("image", "image_url"):
             self.tokens += IMAGE_TOKENS
             return
         if kind == "document":
