@@ -44,6 +44,7 @@ connections' lifetime, and they end with the trio run (or `aclose()`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import secrets
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import coredis
 import trio
+from coredis.exceptions import NoScriptError
 from coredis.retry import NoRetryPolicy
 
 from trioproxy.limits import concurrency_limited, rate_limited, tokens_limited
@@ -58,7 +60,10 @@ from trioproxy.store.base import StoreUnavailable, store_location
 from trioproxy.store.health import SharedHealth
 
 if TYPE_CHECKING:
-    from coredis.commands.script import Script
+    from collections.abc import Sequence
+
+    from coredis.connection import BaseConnection
+    from coredis.typing import RedisValueT
 
     from trioproxy.config_types import ClientKey
     from trioproxy.metrics import Metrics
@@ -666,17 +671,63 @@ class RedisStore:
 
 
 class _Client:
-    """A coredis client and this store's scripts registered on it (EVALSHA, loaded on first
-    use: coredis retries a NOSCRIPT once with SCRIPT LOAD, so a restarted Redis is fine)."""
+    """A coredis client and this store's scripts, each sent as EVALSHA on one connection.
+
+    Each admission pays for every layer between its `await` and the socket, and coredis's command
+    API has many: `Script.__call__` wraps EVALSHA in three command objects (retry, transform),
+    `Redis.execute_command` adds a retry policy, a telemetry span and client-cache checks, and
+    leases a pool connection per command, whose lock costs a pass of the trio scheduler. So a
+    script goes straight to a connection as a request (`BaseConnection.create_request`, public:
+    https://coredis.readthedocs.io/en/stable/api/connections.html), one taken from the pool
+    once and reused while it is usable. bench/store_profile.py measures the difference.
+
+    That connection is released to the pool at once, as `execute_command` itself does as soon as
+    a command is queued: coredis multiplexes requests on a connection (replies are matched in
+    order), so the background task's PING and SCRIPT LOAD may share it, and the pool still owns
+    it: one that dies is replaced there (not leaked), and the next call takes another.
+
+    A script missing on the server (a restarted or flushed Redis: NOSCRIPT) is run once more with
+    EVAL, which also caches it for the next EVALSHA, "exactly like" SCRIPT LOAD would
+    (https://redis.io/docs/latest/commands/script-load/): one round trip, not two.
+    """
 
     def __init__(self, redis: coredis.Redis[bytes]) -> None:
         self.redis = redis
-        self.admit: Script[bytes] = redis.register_script(_ADMIT)
-        self.renew: Script[bytes] = redis.register_script(_RENEW)
-        self.release: Script[bytes] = redis.register_script(_RELEASE)
-        self.debit: Script[bytes] = redis.register_script(_DEBIT)
-        self.health: Script[bytes] = redis.register_script(_HEALTH)
+        self._connection: BaseConnection | None = None
+        self.admit = _Script(self, _ADMIT)
+        self.renew = _Script(self, _RENEW)
+        self.release = _Script(self, _RELEASE)
+        self.debit = _Script(self, _DEBIT)
+        self.health = _Script(self, _HEALTH)
         self.scripts = (self.admit, self.renew, self.release, self.debit, self.health)
+
+    async def connection(self) -> BaseConnection:
+        """The connection scripts are sent on: the same one while it is usable."""
+        connection = self._connection
+        if connection is None or not connection.usable:
+            pool = self.redis.connection_pool
+            connection = await pool.get_connection()
+            pool.release(connection)  # still ours to send on: see the class's docstring
+            self._connection = connection
+        return connection
+
+
+class _Script:
+    """One Lua script of the store: `await script(keys, args)` runs it and returns Redis's
+    reply as RESP3 decodes it (bytes, ints, lists), as coredis's `Script` did."""
+
+    def __init__(self, client: _Client, script: str) -> None:
+        self.client = client
+        self.script = script  # for SCRIPT LOAD
+        self.sha = hashlib.sha1(script.encode()).hexdigest()  # Redis's name for it
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[RedisValueT]) -> Any:
+        connection = await self.client.connection()
+        try:
+            return await connection.create_request(b"EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            connection = await self.client.connection()
+            return await connection.create_request(b"EVAL", self.script, len(keys), *keys, *args)
 
 
 def _verdict(reply: Any) -> tuple[int, int]:
