@@ -5,9 +5,10 @@ Stage: benchmark harness only. Run from the repository root: `python bench/store
 
 Processes, loopback only: a redis-server (no persistence), two trioproxy daemons on the built-in
 demo upstream (no network, a tiny non-streaming answer) that differ only in `[proxy] store`, and
-this load generator. The client key has both limits (`rpm`, `max_concurrent`), so every request
-on the redis path pays the admission round trip (one Lua script) and its release (batched in
-the background, off the request path). One keep-alive connection per daemon, one request at a
+this load generator. The client key has all three limits (`rpm`, `max_concurrent`, `tpm`), so
+every request on the redis path pays the admission round trip (one Lua script) and its release
+and token charge (carried by the next admission, or batched in the background: off the request
+path). One keep-alive connection per daemon, one request at a
 time (c=1: latency, not throughput); the measured requests are split into rounds that alternate
 the two daemons, so a slow spell of this shared machine lands on both.
 
@@ -56,6 +57,7 @@ log_level = warning
 key = {KEY}
 rpm = 100000000
 max_concurrent = 1000
+tpm = 1000000000000
 
 [upstream:demo]
 type = demo

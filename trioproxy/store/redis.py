@@ -403,7 +403,8 @@ class RedisStore:
         verdict = (-1, 0)
         with trio.move_on_after(self._timeout) as scope:
             try:
-                await self._ready.wait()
+                if not self._ready.is_set():  # a set Event's wait() still costs a scheduler pass
+                    await self._ready.wait()
                 verdict = _verdict(await self._scripts().admit(keys, args))
             # Any failure of the store, whatever coredis or anyio raise for it, must end here
             # and in a local decision, never in a failed request (DESIGN.md: never a 500).
