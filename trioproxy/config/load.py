@@ -98,7 +98,7 @@ def _check_tls_files(config: ProxyConfig, text: str | None, source: str) -> None
             continue
         try:
             with open(path, "rb"):
-                pass
+                pass  # opening is the check: readable now, not only when the server starts
         except OSError as exc:
             line = None if text is None else locate_lines(text).keys.get(("proxy", key))
             where = source if line is None else f"{source} line {line}"

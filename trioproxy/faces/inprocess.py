@@ -167,14 +167,14 @@ class _ChannelSink:
             self._scope.cancel()
 
     async def commit(self) -> None:
-        pass
+        pass  # no head to send: the caller's `async for` is already waiting for chunks
 
     async def send_chunks(self, chunks: list[Chunk]) -> None:
         for item in chunks:
             await self._send(item)
 
     async def keepalive(self) -> None:
-        pass
+        pass  # no connection to keep warm in-process
 
     async def finish(self) -> None:
         await self._send(None)

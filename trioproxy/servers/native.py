@@ -285,7 +285,7 @@ class _Connection:
                     self.settings.write_timeout,
                 )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            pass  # the client is gone: `finally` breaks the stream, which cancels its request
         finally:
             if not done:  # cancelled, timed out or broken half-way: the stream is unusable
                 self._break()
@@ -302,9 +302,9 @@ class _Connection:
                 with trio.move_on_after(LINGER):
                     await stream.send_eof()
                     while await stream.receive_some(RECEIVE_SIZE):
-                        pass
+                        pass  # read and drop until the client's FIN (a lingering close)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+            pass  # the client reset or left first: nothing more to linger for
         finally:  # also when cancelled: the descriptor is closed whatever happens
             await trio.aclose_forcefully(stream)
 
